@@ -1,0 +1,101 @@
+/**
+ * The backend contract. xenode's public classes talk to Xen only through these
+ * interfaces; the mock host (lib/mock/) and the native adapter (lib/native/) implement
+ * them, and the conformance suite in test/conformance/ checks every implementation
+ * against the same expectations.
+ *
+ * Rules every implementation follows:
+ * - Failures reject with {@link XenError}: an errno name as `code` for anything xenstored
+ *   or Xen reports (`ENOENT`, `EACCES`, `EAGAIN`, `EINVAL`, `ENOSPC`, `E2BIG`, …), with
+ *   `op` and `path` set; the mock uses exactly the codes the real daemon would.
+ * - Once `close()` has been called, every pending and later call rejects with
+ *   `XEN_CLOSED`; `close()` itself may be called any number of times.
+ * - Nothing blocks the Node event loop: blocking C calls run on other threads and
+ *   file descriptors are polled by libuv.
+ * - An idle connection (no request in flight, no watch registered) does not keep the
+ *   process alive.
+ */
+import type { XsPermission } from './xenstore/wire.js';
+
+export type { XsPermission } from './xenstore/wire.js';
+
+/** Transaction id 0: the operation is not part of a transaction. */
+export const NO_TRANSACTION = 0;
+
+/**
+ * One connection to a xenstored, at the level of its requests (docs/misc/xenstore.txt).
+ * Paths are passed through unchanged: absolute (`/local/domain/0/name`), relative to the
+ * connection's domain home (`name`), or special (`@introduceDomain`, `@releaseDomain`,
+ * for watches only). Validating them is the daemon's job: a bad path rejects with EINVAL.
+ *
+ * `tx` is a transaction id from {@link XenStoreConnection.transactionStart}, or
+ * {@link NO_TRANSACTION}.
+ */
+export interface XenStoreConnection {
+  /**
+   * The domain this connection acts as, when the implementation knows it (the mock
+   * host's connections do; a socket to a real xenstored is dom0).
+   */
+  readonly domid: number | undefined;
+
+  /** `XS_READ`: the node's value. ENOENT when absent, EACCES without read permission. */
+  read(tx: number, path: string): Promise<Buffer>;
+  /**
+   * `XS_WRITE`: creates the node (and missing parents, owned like a new node) or replaces
+   * its value. EACCES without write permission on the node (or on the nearest existing
+   * ancestor when it is created); ENOSPC past an unprivileged domain's quota;
+   * E2BIG when path plus value exceed the 4096-byte payload.
+   */
+  write(tx: number, path: string, value: Uint8Array): Promise<void>;
+  /** `XS_MKDIR`: like write with an empty value, but leaves an existing node untouched. */
+  mkdir(tx: number, path: string): Promise<void>;
+  /** `XS_RM`: removes the node and everything below it. ENOENT only when the parent is missing too. */
+  rm(tx: number, path: string): Promise<void>;
+  /** `XS_DIRECTORY` (falling back to `XS_DIRECTORY_PART` where the list is large): child names. */
+  directory(tx: number, path: string): Promise<string[]>;
+  /** `XS_GET_PERMS`: the permission list, owner first. */
+  getPermissions(tx: number, path: string): Promise<XsPermission[]>;
+  /** `XS_SET_PERMS`: replaces the list. Only the owner or a privileged domain may; EINVAL for an empty list. */
+  setPermissions(tx: number, path: string, perms: readonly XsPermission[]): Promise<void>;
+  /** `XS_TRANSACTION_START`: a new transaction id (never 0). */
+  transactionStart(): Promise<number>;
+  /**
+   * `XS_TRANSACTION_END`: commits (`commit = true`) or discards the transaction. A commit
+   * rejects with EAGAIN when a node the transaction read or wrote changed meanwhile; the
+   * transaction is gone either way.
+   */
+  transactionEnd(tx: number, commit: boolean): Promise<void>;
+  /**
+   * `XS_WATCH`: registers a watch; resolves once the daemon acknowledged it. An event for
+   * the path itself follows at once (the "first event"), and then one for every change at
+   * or below the path, delivered to the `onWatchEvent` handler. EEXIST when the same
+   * path and token are already registered.
+   */
+  watch(path: string, token: string): Promise<void>;
+  /** `XS_UNWATCH`: ENOENT when no such watch exists. No event for it is delivered after this resolves. */
+  unwatch(path: string, token: string): Promise<void>;
+  /** `XS_GET_DOMAIN_PATH`: the home path of a domain, `/local/domain/<domid>`. */
+  getDomainPath(domid: number): Promise<string>;
+  /**
+   * Receives watch events: the path that changed (as the watch was registered: relative
+   * when the watch path was relative) and the token given to {@link watch}.
+   */
+  onWatchEvent: ((path: string, token: string) => void) | undefined;
+  /**
+   * Called once if the connection ends by itself (the daemon closed it, or it sent
+   * something the protocol does not allow) with the reason; not called after `close()`.
+   */
+  onDisconnect: ((reason: Error) => void) | undefined;
+  /** Closes the connection; pending calls reject with XEN_CLOSED. Safe to call twice. */
+  close(): Promise<void>;
+}
+
+/** What every backend offers. Later issues add domains, event channels and grants. */
+export interface XenBackend {
+  /** `'mock'`, `'native'`, or another name for a custom backend. */
+  readonly name: string;
+  /** Opens a XenStore connection as dom0 (or the domain the backend represents). */
+  openXenStore(): Promise<XenStoreConnection>;
+  /** Releases everything the backend holds. Safe to call twice. */
+  close(): Promise<void>;
+}

@@ -1,0 +1,131 @@
+import { constants } from 'node:os';
+
+/**
+ * Every code a {@link XenError} may carry. Each one has a heading in docs/errors.md.
+ *
+ * - errno names (`ENOENT`, `EACCES`, `EAGAIN`, …) for failures reported by Xen or xenstored;
+ * - `XEN_UNAVAILABLE`: the native backend cannot load a Xen library or the addon;
+ * - `XEN_CLOSED`: the handle was closed before or while the operation ran;
+ * - `XEN_PROTOCOL`: a peer sent something the XenStore wire protocol does not allow.
+ */
+export type XenErrorCode =
+  | 'EINVAL'
+  | 'EACCES'
+  | 'EEXIST'
+  | 'EISDIR'
+  | 'ENOENT'
+  | 'ENOMEM'
+  | 'ENOSPC'
+  | 'EIO'
+  | 'ENOTEMPTY'
+  | 'ENOSYS'
+  | 'EROFS'
+  | 'EBUSY'
+  | 'EAGAIN'
+  | 'EISCONN'
+  | 'E2BIG'
+  | 'EPERM'
+  | 'XEN_UNAVAILABLE'
+  | 'XEN_CLOSED'
+  | 'XEN_PROTOCOL'
+  | (string & {});
+
+/** Details a {@link XenError} may carry about what it concerns. */
+export interface XenErrorDetails {
+  /** The operation that failed, e.g. `xenstore.read` or `XS_WRITE`. */
+  op?: string;
+  /** The XenStore path (or file path) the operation concerned. */
+  path?: string;
+  /** The domain the operation concerned. */
+  domid?: number;
+  /** The event channel port the operation concerned. */
+  port?: number;
+  /** The numeric errno, where the failure came from one. */
+  errno?: number;
+  /** The underlying error, if any. */
+  cause?: unknown;
+}
+
+const errnoByName = constants.errno as Record<string, number>;
+
+/**
+ * The one error class xenode throws for failures of Xen, xenstored, the mock host or the
+ * native libraries. Wrong arguments are `TypeError` / `RangeError` instead, thrown before
+ * anything is sent to a backend.
+ *
+ * @example
+ * ```ts
+ * import { connect, XenError } from 'xenode';
+ * const xen = await connect({ backend: 'mock' });
+ * try {
+ *   await xen.xenstore.read('/no/such/node');
+ * } catch (err) {
+ *   if (err instanceof XenError && err.code === 'ENOENT') console.log('absent:', err.path);
+ * }
+ * await xen.close();
+ * ```
+ */
+export class XenError extends Error {
+  /** A documented code: an errno name or one of the `XEN_…` codes. */
+  readonly code: XenErrorCode;
+  /** The numeric errno when the code is an errno name. */
+  readonly errno: number | undefined;
+  /** The operation that failed. */
+  readonly op: string | undefined;
+  /** The XenStore path (or file) concerned. */
+  readonly path: string | undefined;
+  /** The domain concerned. */
+  readonly domid: number | undefined;
+  /** The event channel port concerned. */
+  readonly port: number | undefined;
+
+  constructor(code: XenErrorCode, message: string, details: XenErrorDetails = {}) {
+    super(message, details.cause === undefined ? undefined : { cause: details.cause });
+    this.name = 'XenError';
+    this.code = code;
+    this.errno = details.errno ?? errnoByName[code];
+    this.op = details.op;
+    this.path = details.path;
+    this.domid = details.domid;
+    this.port = details.port;
+  }
+
+  /** Builds an error from an errno name such as `ENOENT`, with a message naming op and path. */
+  static fromErrno(code: string, details: XenErrorDetails = {}): XenError {
+    const where = [details.op, details.path].filter(Boolean).join(' ');
+    const text = errnoText[code] ?? code;
+    return new XenError(code, where ? `${code}: ${text} (${where})` : `${code}: ${text}`, details);
+  }
+}
+
+const errnoText: Record<string, string> = {
+  EINVAL: 'invalid argument or path',
+  EACCES: 'permission denied',
+  EEXIST: 'already exists',
+  EISDIR: 'is a directory',
+  ENOENT: 'no such node',
+  ENOMEM: 'out of memory',
+  ENOSPC: 'quota exceeded',
+  EIO: 'input/output error',
+  ENOTEMPTY: 'not empty',
+  ENOSYS: 'operation not supported',
+  EROFS: 'read-only',
+  EBUSY: 'busy',
+  EAGAIN: 'transaction conflict, try again',
+  EISCONN: 'already connected',
+  E2BIG: 'reply too large',
+  EPERM: 'operation not permitted',
+};
+
+/** The error a closed handle's operations reject with. */
+export function closedError(op: string): XenError {
+  return new XenError('XEN_CLOSED', `${op}: the handle is closed`, { op });
+}
+
+/** The `AbortError` a `{ signal }` option rejects with, carrying the signal's reason. */
+export function abortError(signal: AbortSignal): Error {
+  const err = new Error('The operation was aborted', { cause: signal.reason });
+  err.name = 'AbortError';
+  (err as Error & { code: string }).code = 'ABORT_ERR';
+  return err;
+}

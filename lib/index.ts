@@ -1,0 +1,22 @@
+/**
+ * xenode: drive a Xen host from Node.js.
+ *
+ * Start with {@link connect}; use {@link MockHost} to run the same code on a simulated
+ * host. See the README for a tour.
+ *
+ * @packageDocumentation
+ */
+export { connect, Xen, type ConnectOptions, type BackendChoice } from './xen.js';
+export { XenError, type XenErrorCode, type XenErrorDetails } from './errors.js';
+export {
+  XenStore,
+  XenStoreTransaction,
+  type XenStoreOps,
+  type WatchEvent,
+  type WatchOptions,
+  type TransactionOptions,
+} from './xenstore/xenstore.js';
+export type { XsPermission } from './xenstore/wire.js';
+export { MockHost, type MockHostOptions, type OpenXenStoreOptions } from './mock/host.js';
+export type { XenBackend, XenStoreConnection } from './backend.js';
+export type { XenStoreQuota } from './xenstore/engine.js';

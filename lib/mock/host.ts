@@ -1,0 +1,129 @@
+import { XenStoreEngine, type XenStoreQuota } from '../xenstore/engine.js';
+import { XenStoreServer } from '../xenstore/server.js';
+import { openLocalConnection } from '../xenstore/local.js';
+import { XenStore } from '../xenstore/xenstore.js';
+import type { XenBackend, XenStoreConnection } from '../backend.js';
+
+/** Options of {@link MockHost.create}. */
+export interface MockHostOptions {
+  /** Also serve the XenStore wire protocol on this unix socket path (as xenstored does). */
+  xenstoreSocket?: string;
+  /** XenStore quotas for unprivileged domains; defaults are C xenstored's. */
+  xenstoreQuota?: Partial<XenStoreQuota>;
+}
+
+/** Options of {@link MockHost.openXenStore}. */
+export interface OpenXenStoreOptions {
+  /** The domain the connection acts as. 0 (dom0, privileged) by default; others are unprivileged. */
+  domid?: number;
+}
+
+function checkDomid(domid: unknown, op: string): number {
+  if (!Number.isInteger(domid) || (domid as number) < 0 || (domid as number) >= 0x7ff0) {
+    throw new RangeError(`${op}: domid must be an integer in 0..32751, got ${String(domid)}`);
+  }
+  return domid as number;
+}
+
+/**
+ * A simulated Xen host: dom0 plus a xenstored, all in this process. Each host is isolated
+ * (no state is shared between hosts), so tests can create as many as they like. Pass it to
+ * `connect({ backend: host })` to run code written for a real host against it.
+ *
+ * @example
+ * ```ts
+ * import { MockHost, connect } from 'xenode';
+ * const host = await MockHost.create();
+ * const xen = await connect({ backend: host });
+ * await xen.xenstore.write('/local/domain/0/name', 'Domain-0');
+ * const guest = await host.openXenStore({ domid: 7 });    // an unprivileged domain
+ * await guest.read('/local/domain/0/name').catch((e) => console.log(e.code)); // 'EACCES'
+ * await guest.close();
+ * await xen.close();
+ * await host.close();
+ * ```
+ */
+export class MockHost {
+  /** The xenstored engine: the tree, permissions, transactions and watches. */
+  readonly xenstoreEngine: XenStoreEngine;
+  /** The unix socket the host serves XenStore on, if any. */
+  readonly xenstoreSocket: string | undefined;
+  private server: XenStoreServer | undefined;
+  private readonly connections = new Set<XenStoreConnection>();
+  private closing: Promise<void> | undefined;
+
+  private constructor(options: MockHostOptions) {
+    this.xenstoreEngine = new XenStoreEngine({ quota: options.xenstoreQuota ?? {} });
+    this.xenstoreSocket = options.xenstoreSocket;
+  }
+
+  /** Creates a host; with `xenstoreSocket`, resolves once the socket accepts connections. */
+  static async create(options: MockHostOptions = {}): Promise<MockHost> {
+    if (options === null || typeof options !== 'object') throw new TypeError('MockHost.create: options must be an object');
+    if (options.xenstoreSocket !== undefined && typeof options.xenstoreSocket !== 'string') {
+      throw new TypeError('MockHost.create: xenstoreSocket must be a path string');
+    }
+    const host = new MockHost(options);
+    if (options.xenstoreSocket !== undefined) {
+      host.server = new XenStoreServer(host.xenstoreEngine);
+      await host.server.listen(options.xenstoreSocket);
+    }
+    return host;
+  }
+
+  /**
+   * A XenStore client connected to this host's xenstored as `domid`. The first connection
+   * of a domain other than dom0 introduces it (firing `@introduceDomain`).
+   */
+  async openXenStore(options: OpenXenStoreOptions = {}): Promise<XenStore> {
+    return new XenStore(this.openConnection(checkDomid(options.domid ?? 0, 'MockHost.openXenStore')));
+  }
+
+  /** The raw backend connection, for code that implements the XenBackend contract. */
+  openConnection(domid = 0): XenStoreConnection {
+    if (this.closing) throw new RangeError('MockHost: the host is closed');
+    if (domid !== 0 && !this.xenstoreEngine.isDomainIntroduced(domid)) this.introduceDomain(domid);
+    const conn = openLocalConnection(this.xenstoreEngine, domid);
+    // Tracked so that closing the host closes its clients; forgotten once closed.
+    this.connections.add(conn);
+    const close = conn.close.bind(conn);
+    conn.close = () => {
+      this.connections.delete(conn);
+      return close();
+    };
+    return conn;
+  }
+
+  /** Test control: announce a domain to xenstored (fires `@introduceDomain`). */
+  introduceDomain(domid: number): void {
+    this.xenstoreEngine.introduceDomain(checkDomid(domid, 'MockHost.introduceDomain'));
+  }
+
+  /** Test control: tell xenstored a domain is gone (fires `@releaseDomain`). */
+  releaseDomain(domid: number): void {
+    this.xenstoreEngine.releaseDomain(checkDomid(domid, 'MockHost.releaseDomain'));
+  }
+
+  /** A backend over this host, as `connect({ backend: host })` uses. Closing it leaves the host running. */
+  backend(): XenBackend {
+    return {
+      name: 'mock',
+      openXenStore: async () => this.openConnection(0),
+      close: async () => undefined,
+    };
+  }
+
+  /** Stops the socket server and closes every connection. Safe to call twice. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      await Promise.all([...this.connections].map((c) => c.close()));
+      await this.server?.close();
+    })();
+    return this.closing;
+  }
+
+  /** Same as {@link close}, for `await using`. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}
