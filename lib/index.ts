@@ -19,4 +19,15 @@ export {
 export type { XsPermission } from './xenstore/wire.js';
 export { MockHost, type MockHostOptions, type OpenXenStoreOptions } from './mock/host.js';
 export type { XenBackend, XenStoreConnection } from './backend.js';
-export type { XenStoreQuota } from './xenstore/engine.js';
+export {
+  XenStoreEngine,
+  EngineConnection,
+  DEFAULT_QUOTA,
+  type XenStoreQuota,
+  type XenStoreEngineOptions,
+  type DomainUsage,
+} from './xenstore/engine.js';
+export { XenStoreServer } from './xenstore/server.js';
+export { openLocalConnection } from './xenstore/local.js';
+export { openWireConnection, connectXenStore, type WireConnectionOptions } from './xenstore/client.js';
+export { NO_TRANSACTION } from './backend.js';

@@ -3,6 +3,7 @@ import { XenStoreServer } from '../xenstore/server.js';
 import { openLocalConnection } from '../xenstore/local.js';
 import { XenStore } from '../xenstore/xenstore.js';
 import type { XenBackend, XenStoreConnection } from '../backend.js';
+import type { XenError } from '../errors.js';
 
 /** Options of {@link MockHost.create}. */
 export interface MockHostOptions {
@@ -73,7 +74,8 @@ export class MockHost {
 
   /**
    * A XenStore client connected to this host's xenstored as `domid`. The first connection
-   * of a domain other than dom0 introduces it (firing `@introduceDomain`).
+   * of a domain other than dom0 creates its home `/local/domain/<domid>` as libxl does
+   * (see `data/`, writable by the domain) and introduces it (firing `@introduceDomain`).
    */
   async openXenStore(options: OpenXenStoreOptions = {}): Promise<XenStore> {
     return new XenStore(this.openConnection(checkDomid(options.domid ?? 0, 'MockHost.openXenStore')));
@@ -82,7 +84,10 @@ export class MockHost {
   /** The raw backend connection, for code that implements the XenBackend contract. */
   openConnection(domid = 0): XenStoreConnection {
     if (this.closing) throw new RangeError('MockHost: the host is closed');
-    if (domid !== 0 && !this.xenstoreEngine.isDomainIntroduced(domid)) this.introduceDomain(domid);
+    if (domid !== 0 && !this.xenstoreEngine.isDomainIntroduced(domid)) {
+      this.makeDomainHome(domid);
+      this.introduceDomain(domid);
+    }
     const conn = openLocalConnection(this.xenstoreEngine, domid);
     // Tracked so that closing the host closes its clients; forgotten once closed.
     this.connections.add(conn);
@@ -92,6 +97,38 @@ export class MockHost {
       return close();
     };
     return conn;
+  }
+
+  /**
+   * Creates a domain's home as libxl does before introducing it: `/local/domain/<domid>`
+   * owned by dom0 and readable by the domain, with `data`, `drivers`, `feature`, `attr`
+   * and `error` owned by the domain (writable by it), and `device` and `control`
+   * read-only to it. Nodes that exist already are left alone.
+   */
+  private makeDomainHome(domid: number): void {
+    const dom0 = this.xenstoreEngine.connect(0);
+    try {
+      const home = `/local/domain/${domid}`;
+      const ro = [{ domid: 0, read: false, write: false }, { domid, read: true, write: false }];
+      const rw = [{ domid, read: false, write: false }];
+      const tx = dom0.transactionStart();
+      const mk = (path: string, perms: typeof ro) => {
+        try {
+          dom0.read(tx, path);
+          return;
+        } catch (err) {
+          if ((err as XenError).code !== 'ENOENT') throw err;
+        }
+        dom0.mkdir(tx, path);
+        dom0.setPermissions(tx, path, perms);
+      };
+      mk(home, ro);
+      for (const dir of ['device', 'control']) mk(`${home}/${dir}`, ro);
+      for (const dir of ['data', 'drivers', 'feature', 'attr', 'error']) mk(`${home}/${dir}`, rw);
+      dom0.transactionEnd(tx, true);
+    } finally {
+      dom0.close();
+    }
   }
 
   /** Test control: announce a domain to xenstored (fires `@introduceDomain`). */

@@ -1,0 +1,732 @@
+/**
+ * The XenStore conformance suite: what docs/misc/xenstore.txt (as C xenstored of Xen 4.17
+ * implements it) promises, written once against the {@link XenStoreConnection} contract.
+ * Call {@link xenStoreConformance} with a factory for each transport or backend; tests that
+ * need something a factory cannot offer (unprivileged domains, introducing domains, a store
+ * with small quotas) are skipped for it.
+ */
+import fc from 'fast-check';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import type { XenStoreConnection, XsPermission } from '../../lib/backend.js';
+import type { XenStoreQuota } from '../../lib/xenstore/quota.js';
+
+/** How the suite reaches the XenStore under test. */
+export interface XenStoreSuiteFactory {
+  /** Opens a connection acting as `domid` (0 is dom0, privileged). */
+  open(domid: number): Promise<XenStoreConnection>;
+  /** Whether {@link open} can act as a domain other than dom0 (a socket to a real xenstored is always dom0). */
+  readonly unprivileged?: boolean;
+  /** Introduces a domain to xenstored (fires `@introduceDomain`). */
+  introduce?(domid: number): Promise<void>;
+  /** Releases a domain (fires `@releaseDomain`). */
+  release?(domid: number): Promise<void>;
+  /** A separate, fresh store whose unprivileged domains have these quotas. */
+  withQuota?(quota: Partial<XenStoreQuota>): Promise<XenStoreSuiteFactory>;
+  /** Releases everything the factory made. */
+  cleanup(): Promise<void>;
+}
+
+const text = (s: string): Buffer => Buffer.from(s, 'utf8');
+const none = (domid: number): XsPermission => ({ domid, read: false, write: false });
+const reader = (domid: number): XsPermission => ({ domid, read: true, write: false });
+const both = (domid: number): XsPermission => ({ domid, read: true, write: true });
+
+async function expectCode(p: Promise<unknown>, code: string): Promise<void> {
+  await expect(p).rejects.toMatchObject({ code });
+}
+
+/** Records a connection's watch events. */
+function record(conn: XenStoreConnection): [string, string][] {
+  const events: [string, string][] = [];
+  conn.onWatchEvent = (path, token) => events.push([path, token]);
+  return events;
+}
+
+async function until(cond: () => boolean, what: string, ms = 3000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
+
+/**
+ * Waits until every event caused before now has reached `conn`: events are sent before the
+ * reply of any later request on the same connection.
+ */
+async function sync(conn: XenStoreConnection): Promise<void> {
+  await conn.getDomainPath(0);
+  await new Promise((r) => setImmediate(r));
+}
+
+/** Registers the suite under `name`. */
+export function xenStoreConformance(name: string, factory: XenStoreSuiteFactory): void {
+  describe(name, () => {
+    const opened: XenStoreConnection[] = [];
+    let serial = 0;
+    // Fresh domain ids per test: the store is shared by the whole suite.
+    let nextDomid = 11;
+
+    const open = async (domid = 0, from: XenStoreSuiteFactory = factory): Promise<XenStoreConnection> => {
+      const c = await from.open(domid);
+      opened.push(c);
+      return c;
+    };
+    /** A fresh directory for one test, owned by dom0 with the root's permissions (n0). */
+    const fresh = async (dom0: XenStoreConnection): Promise<string> => {
+      const base = `/conformance/t${++serial}`;
+      await dom0.mkdir(0, base);
+      return base;
+    };
+    /** A domain with its home, as the toolstack sets one up: owned by the domain, private. */
+    const guest = async (dom0: XenStoreConnection, from: XenStoreSuiteFactory = factory) => {
+      const domid = nextDomid++;
+      await from.introduce?.(domid);
+      const home = `/local/domain/${domid}`;
+      await dom0.mkdir(0, home);
+      await dom0.setPermissions(0, home, [none(domid)]);
+      return { domid, home, conn: await open(domid, from) };
+    };
+
+    afterEach(async () => {
+      await Promise.all(opened.splice(0).map((c) => c.close()));
+    });
+    afterAll(() => factory.cleanup());
+
+    describe('nodes', () => {
+      it('starts as a freshly booted host does', async () => {
+        const dom0 = await open();
+        expect(await dom0.directory(0, '/')).toEqual(expect.arrayContaining(['tool', 'local']));
+        expect(await dom0.directory(0, '/local/domain')).toContain('0');
+        expect(await dom0.getPermissions(0, '/')).toEqual([none(0)]);
+        expect(await dom0.getPermissions(0, '/local/domain/0')).toEqual([none(0)]);
+      });
+
+      it('stores values as exact bytes', async () => {
+        const dom0 = await open();
+        const base = await fresh(dom0);
+        const value = Buffer.from([0, 1, 2, 0xff, 0x80, 0x0a, 0]);
+        await dom0.write(0, `${base}/bin`, value);
+        expect(await dom0.read(0, `${base}/bin`)).toEqual(value);
+        await dom0.write(0, `${base}/empty`, Buffer.alloc(0));
+        expect((await dom0.read(0, `${base}/empty`)).length).toBe(0);
+      });
+
+      it('creates missing parents with empty values', async () => {
+        const dom0 = await open();
+        const base = await fresh(dom0);
+        await dom0.write(0, `${base}/a/b/c`, text('leaf'));
+        expect((await dom0.read(0, `${base}/a`)).toString()).toBe('');
+        expect(await dom0.directory(0, `${base}/a`)).toEqual(['b']);
+        expect((await dom0.read(0, `${base}/a/b/c`)).toString()).toBe('leaf');
+      });
+
+      it('lists children in creation order', async () => {
+        const dom0 = await open();
+        const base = await fresh(dom0);
+        for (const n of ['zeta', 'alpha', 'mid']) await dom0.write(0, `${base}/${n}`, text(n));
+        expect(await dom0.directory(0, base)).toEqual(['zeta', 'alpha', 'mid']);
+      });
+
+      it('mkdir creates parents but leaves an existing node unchanged', async () => {
+        const dom0 = await open();
+        const base = await fresh(dom0);
+        await dom0.write(0, `${base}/keep`, text('value'));
+        await dom0.mkdir(0, `${base}/keep`);
+        expect((await dom0.read(0, `${base}/keep`)).toString()).toBe('value');
+        await dom0.mkdir(0, `${base}/new/deep`);
+        expect(await dom0.directory(0, `${base}/new`)).toEqual(['deep']);
+        expect((await dom0.read(0, `${base}/new/deep`)).length).toBe(0);
+      });
+
+      it('rm removes the whole subtree', async () => {
+        const dom0 = await open();
+        const base = await fresh(dom0);
+        await dom0.write(0, `${base}/r/a/b`, text('x'));
+        await dom0.write(0, `${base}/r/c`, text('y'));
+        await dom0.write(0, `${base}/stay`, text('z'));
+        await dom0.rm(0, `${base}/r`);
+        await expectCode(dom0.read(0, `${base}/r/a/b`), 'ENOENT');
+        await expectCode(dom0.read(0, `${base}/r`), 'ENOENT');
+        expect(await dom0.directory(0, base)).toEqual(['stay']);
+      });
+
+      it('rm of an absent node is fine if its parent exists, ENOENT otherwise', async () => {
+        const dom0 = await open();
+        const base = await fresh(dom0);
+        await dom0.rm(0, `${base}/absent`);
+        await expectCode(dom0.rm(0, `${base}/absent/child`), 'ENOENT');
+      });
+
+      it('refuses to remove the root', async () => {
+        const dom0 = await open();
+        await expectCode(dom0.rm(0, '/'), 'EINVAL');
+        expect(await dom0.directory(0, '/')).toContain('local');
+      });
+
+      it('answers ENOENT for absent nodes', async () => {
+        const dom0 = await open();
+        const base = await fresh(dom0);
+        await expectCode(dom0.read(0, `${base}/nope`), 'ENOENT');
+        await expectCode(dom0.directory(0, `${base}/nope`), 'ENOENT');
+        await expectCode(dom0.getPermissions(0, `${base}/nope`), 'ENOENT');
+        await expectCode(dom0.setPermissions(0, `${base}/nope`, [none(0)]), 'ENOENT');
+      });
+
+      it('gives every domain its home path', async () => {
+        const dom0 = await open();
+        expect(await dom0.getDomainPath(0)).toBe('/local/domain/0');
+        expect(await dom0.getDomainPath(7)).toBe('/local/domain/7');
+      });
+
+      it('lists a directory too long for one reply', async () => {
+        const dom0 = await open();
+        const base = await fresh(dom0);
+        const names = Array.from({ length: 120 }, (_, i) => `child-with-a-rather-long-name-${String(i).padStart(4, '0')}`);
+        expect(names.reduce((n, s) => n + s.length + 1, 0)).toBeGreaterThan(4096);
+        for (const n of names) await dom0.mkdir(0, `${base}/${n}`);
+        expect(await dom0.directory(0, base)).toEqual(names);
+      });
+    });
+
+    describe('paths', () => {
+      it('resolves relative paths below the domain home', async () => {
+        const dom0 = await open();
+        const name = `conformance-rel-${++serial}`;
+        await dom0.write(0, `${name}/x`, text('rel'));
+        try {
+          expect((await dom0.read(0, `/local/domain/0/${name}/x`)).toString()).toBe('rel');
+          expect((await dom0.read(0, `${name}/x`)).toString()).toBe('rel');
+          expect(await dom0.directory(0, name)).toEqual(['x']);
+        } finally {
+          await dom0.rm(0, name);
+        }
+      });
+
+      it('rejects malformed paths with EINVAL', async () => {
+        const dom0 = await open();
+        const base = await fresh(dom0);
+        const bad = ['', `${base}/`, `${base}//x`, `${base}/a b`, `${base}/a.b`, `${base}/caf\u00e9`, `${base}/tab\t`, '@introduceDomain', `/${'a'.repeat(2048)}`];
+        for (const p of bad) {
+          await expectCode(dom0.read(0, p), 'EINVAL');
+          await expectCode(dom0.write(0, p, text('x')), 'EINVAL');
+          await expectCode(dom0.mkdir(0, p), 'EINVAL');
+        }
+        await expectCode(dom0.watch(`${base}//x`, 'tok'), 'EINVAL');
+        expect(await dom0.directory(0, base)).toEqual([]);
+      });
+
+      it('limits paths to 2048 characters below a domain home', async () => {
+        const dom0 = await open();
+        const base = await fresh(dom0);
+        // 4.17 counts the length after a leading /local/domain/<domid>/ only.
+        const long = `/local/domain/0/conformance-long-${serial}/${'a'.repeat(2020)}`;
+        expect(long.length).toBeGreaterThan(2048);
+        await dom0.write(0, long, text('ok'));
+        expect((await dom0.read(0, long)).toString()).toBe('ok');
+        await dom0.rm(0, `/local/domain/0/conformance-long-${serial}`);
+        const elsewhere = `${base}/${'a'.repeat(2048 - base.length)}`;
+        expect(elsewhere.length).toBe(2049);
+        await expectCode(dom0.write(0, elsewhere, text('x')), 'EINVAL');
+      });
+
+      it('answers E2BIG when a request does not fit one payload', async () => {
+        const dom0 = await open();
+        const base = await fresh(dom0);
+        await expectCode(dom0.write(0, `${base}/big`, Buffer.alloc(4096, 0x61)), 'E2BIG');
+        await expectCode(dom0.read(0, `${base}/big`), 'ENOENT');
+      });
+    });
+
+    describe.skipIf(!factory.unprivileged)('permissions', () => {
+      it('denies an unprivileged domain everything on a node that does not grant it', async () => {
+        const dom0 = await open();
+        const base = await fresh(dom0);
+        await dom0.write(0, `${base}/secret`, text('s'));
+        const { conn: g } = await guest(dom0);
+        await expectCode(g.read(0, `${base}/secret`), 'EACCES');
+        await expectCode(g.write(0, `${base}/secret`, text('x')), 'EACCES');
+        await expectCode(g.directory(0, `${base}/secret`), 'EACCES');
+        await expectCode(g.getPermissions(0, `${base}/secret`), 'EACCES');
+        await expectCode(g.setPermissions(0, `${base}/secret`, [both(0)]), 'EACCES');
+        await expectCode(g.rm(0, `${base}/secret`), 'EACCES');
+        await expectCode(g.mkdir(0, `${base}/secret/sub`), 'EACCES');
+        // Absent below an unreadable node: the domain may not even learn that.
+        await expectCode(g.read(0, `${base}/secret/absent`), 'EACCES');
+        expect((await dom0.read(0, `${base}/secret`)).toString()).toBe('s');
+      });
+
+      it('grants one domain rights through a later entry, first match winning', async () => {
+        const dom0 = await open();
+        const base = await fresh(dom0);
+        const { domid, conn: g } = await guest(dom0);
+        const { conn: other } = await guest(dom0);
+        await dom0.write(0, `${base}/shared`, text('hello'));
+        await dom0.setPermissions(0, `${base}/shared`, [none(0), reader(domid), both(domid)]);
+        expect((await g.read(0, `${base}/shared`)).toString()).toBe('hello');
+        expect(await g.getPermissions(0, `${base}/shared`)).toEqual([none(0), reader(domid), both(domid)]);
+        await expectCode(g.write(0, `${base}/shared`, text('x')), 'EACCES');
+        await expectCode(g.read(0, `${base}/shared/absent`), 'ENOENT');
+        await expectCode(other.read(0, `${base}/shared`), 'EACCES');
+      });
+
+      it("applies the first entry's flags to domains not listed", async () => {
+        const dom0 = await open();
+        const base = await fresh(dom0);
+        const { conn: g } = await guest(dom0);
+        await dom0.write(0, `${base}/public`, text('p'));
+        await dom0.setPermissions(0, `${base}/public`, [reader(0)]);
+        expect((await g.read(0, `${base}/public`)).toString()).toBe('p');
+        await expectCode(g.write(0, `${base}/public`, text('x')), 'EACCES');
+      });
+
+      it("gives new nodes their parent's permissions, an unprivileged creator becoming owner", async () => {
+        const dom0 = await open();
+        const base = await fresh(dom0);
+        const { domid, conn: g } = await guest(dom0);
+        await dom0.mkdir(0, `${base}/inh`);
+        await dom0.setPermissions(0, `${base}/inh`, [none(0), both(domid)]);
+        await g.write(0, `${base}/inh/by-guest/leaf`, text('g'));
+        expect(await dom0.getPermissions(0, `${base}/inh/by-guest`)).toEqual([none(domid), both(domid)]);
+        expect(await dom0.getPermissions(0, `${base}/inh/by-guest/leaf`)).toEqual([none(domid), both(domid)]);
+        await dom0.write(0, `${base}/inh/by-dom0`, text('d'));
+        expect(await dom0.getPermissions(0, `${base}/inh/by-dom0`)).toEqual([none(0), both(domid)]);
+      });
+
+      it('lets a domain own what it creates in its home, through relative paths', async () => {
+        const dom0 = await open();
+        const { domid, home, conn: g } = await guest(dom0);
+        await g.write(0, 'data/x', text('mine'));
+        expect((await dom0.read(0, `${home}/data/x`)).toString()).toBe('mine');
+        expect(await g.getPermissions(0, 'data/x')).toEqual([none(domid)]);
+        expect(await g.directory(0, 'data')).toEqual(['x']);
+      });
+
+      it('needs write permission on the nearest existing ancestor to create', async () => {
+        const dom0 = await open();
+        const base = await fresh(dom0);
+        const { domid, conn: g } = await guest(dom0);
+        await dom0.mkdir(0, `${base}/open`);
+        await dom0.setPermissions(0, `${base}/open`, [none(0), { domid, read: false, write: true }]);
+        await g.write(0, `${base}/open/new/deep`, text('ok'));
+        expect((await dom0.read(0, `${base}/open/new/deep`)).toString()).toBe('ok');
+        await expectCode(g.write(0, `${base}/closed/new`, text('x')), 'EACCES');
+        await expectCode(dom0.read(0, `${base}/closed`), 'ENOENT');
+      });
+
+      it('lets only the owner or dom0 change permissions, and not give a node away', async () => {
+        const dom0 = await open();
+        const base = await fresh(dom0);
+        const { domid, home, conn: g } = await guest(dom0);
+        await dom0.mkdir(0, `${base}/w`);
+        await dom0.setPermissions(0, `${base}/w`, [none(0), both(domid)]);
+        await expectCode(g.setPermissions(0, `${base}/w`, [none(0), both(domid), reader(3)]), 'EACCES');
+        await g.write(0, 'owned', text('o'));
+        await g.setPermissions(0, 'owned', [none(domid), reader(0), reader(3)]);
+        expect(await dom0.getPermissions(0, `${home}/owned`)).toEqual([none(domid), reader(0), reader(3)]);
+        await expectCode(g.setPermissions(0, 'owned', [none(0)]), 'EPERM');
+        await dom0.setPermissions(0, `${home}/owned`, [none(0)]);
+        await expectCode(g.read(0, 'owned'), 'EACCES');
+      });
+
+      it('refuses an empty permission list', async () => {
+        const dom0 = await open();
+        const base = await fresh(dom0);
+        await expectCode(dom0.setPermissions(0, base, []), 'EINVAL');
+      });
+    });
+
+    describe('transactions', () => {
+      it('hands out ids that are never 0 and end with the transaction', async () => {
+        const dom0 = await open();
+        const base = await fresh(dom0);
+        const tx = await dom0.transactionStart();
+        expect(tx).not.toBe(0);
+        await dom0.transactionEnd(tx, false);
+        await expectCode(dom0.read(tx, base), 'ENOENT');
+        await expectCode(dom0.transactionEnd(tx, true), 'ENOENT');
+      });
+
+      it('refuses unknown transaction ids with ENOENT', async () => {
+        const dom0 = await open();
+        const base = await fresh(dom0);
+        await expectCode(dom0.read(0x7ffffff0, base), 'ENOENT');
+        await expectCode(dom0.write(0x7ffffff0, `${base}/x`, text('x')), 'ENOENT');
+        await expectCode(dom0.transactionEnd(0x7ffffff0, true), 'ENOENT');
+        await expectCode(dom0.read(0, `${base}/x`), 'ENOENT');
+      });
+
+      it('keeps changes invisible to others until commit, visible to itself', async () => {
+        const a = await open();
+        const b = await open();
+        const base = await fresh(a);
+        const tx = await a.transactionStart();
+        await a.write(tx, `${base}/iso`, text('v'));
+        expect((await a.read(tx, `${base}/iso`)).toString()).toBe('v');
+        expect(await a.directory(tx, base)).toEqual(['iso']);
+        await expectCode(b.read(0, `${base}/iso`), 'ENOENT');
+        await expectCode(a.read(0, `${base}/iso`), 'ENOENT');
+        expect(await b.directory(0, base)).toEqual([]);
+        await a.transactionEnd(tx, true);
+        expect((await b.read(0, `${base}/iso`)).toString()).toBe('v');
+      });
+
+      it('discards the changes of an aborted transaction', async () => {
+        const dom0 = await open();
+        const base = await fresh(dom0);
+        await dom0.write(0, `${base}/k`, text('before'));
+        const tx = await dom0.transactionStart();
+        await dom0.write(tx, `${base}/k`, text('after'));
+        await dom0.write(tx, `${base}/new`, text('n'));
+        await dom0.rm(tx, `${base}/k`);
+        await dom0.transactionEnd(tx, false);
+        expect((await dom0.read(0, `${base}/k`)).toString()).toBe('before');
+        await expectCode(dom0.read(0, `${base}/new`), 'ENOENT');
+      });
+
+      it('fails the commit with EAGAIN when a node it read changed meanwhile', async () => {
+        const a = await open();
+        const b = await open();
+        const base = await fresh(a);
+        await a.write(0, `${base}/c`, text('1'));
+        const tx = await a.transactionStart();
+        expect((await a.read(tx, `${base}/c`)).toString()).toBe('1');
+        await b.write(0, `${base}/c`, text('2'));
+        await a.write(tx, `${base}/d`, text('from-tx'));
+        await expectCode(a.transactionEnd(tx, true), 'EAGAIN');
+        await expectCode(a.read(0, `${base}/d`), 'ENOENT');
+        expect((await a.read(0, `${base}/c`)).toString()).toBe('2');
+      });
+
+      it('fails the commit when a node it read was removed, or a listing it read grew', async () => {
+        const a = await open();
+        const b = await open();
+        const base = await fresh(a);
+        await a.write(0, `${base}/r`, text('r'));
+        await a.mkdir(0, `${base}/l`);
+        const t1 = await a.transactionStart();
+        await a.read(t1, `${base}/r`);
+        await b.rm(0, `${base}/r`);
+        await a.write(t1, `${base}/r2`, text('x'));
+        await expectCode(a.transactionEnd(t1, true), 'EAGAIN');
+        const t2 = await a.transactionStart();
+        expect(await a.directory(t2, `${base}/l`)).toEqual([]);
+        await b.write(0, `${base}/l/new`, text('n'));
+        await a.write(t2, `${base}/l2`, text('x'));
+        await expectCode(a.transactionEnd(t2, true), 'EAGAIN');
+      });
+
+      it('commits transactions that touch different nodes', async () => {
+        const a = await open();
+        const b = await open();
+        const base = await fresh(a);
+        await a.write(0, `${base}/p`, text('p0'));
+        await a.write(0, `${base}/q`, text('q0'));
+        const ta = await a.transactionStart();
+        const tb = await b.transactionStart();
+        await a.write(ta, `${base}/p`, text('p1'));
+        await b.write(tb, `${base}/q`, text('q1'));
+        await a.transactionEnd(ta, true);
+        await b.transactionEnd(tb, true);
+        expect((await a.read(0, `${base}/p`)).toString()).toBe('p1');
+        expect((await a.read(0, `${base}/q`)).toString()).toBe('q1');
+      });
+    });
+
+    describe('watches', () => {
+      it('fire once at registration, with the watch path', async () => {
+        const dom0 = await open();
+        const base = await fresh(dom0);
+        const events = record(dom0);
+        await dom0.watch(`${base}/w`, 'first');
+        await until(() => events.length === 1, 'the first event');
+        expect(events).toEqual([[`${base}/w`, 'first']]);
+      });
+
+      it('fire for changes at or below the path, never above or beside it', async () => {
+        const dom0 = await open();
+        const writer = await open();
+        const base = await fresh(dom0);
+        const events = record(dom0);
+        await dom0.watch(`${base}/w`, 'tok');
+        await until(() => events.length === 1, 'the first event');
+        await writer.write(0, `${base}/w/x/y`, text('1'));
+        await writer.write(0, `${base}/w`, text('2'));
+        await writer.write(0, `${base}/w2`, text('beside'));
+        await writer.write(0, base, text('above'));
+        await writer.mkdir(0, `${base}/w`);
+        await writer.mkdir(0, `${base}/w/made`);
+        await sync(dom0);
+        expect(events.slice(1)).toEqual([
+          [`${base}/w/x/y`, 'tok'],
+          [`${base}/w`, 'tok'],
+          [`${base}/w/made`, 'tok'],
+        ]);
+      });
+
+      it('fire on removal for the removed node and for watches below it', async () => {
+        const dom0 = await open();
+        const base = await fresh(dom0);
+        await dom0.write(0, `${base}/r/a/b`, text('x'));
+        const watcher = await open();
+        const events = record(watcher);
+        await watcher.watch(`${base}/r`, 'r');
+        await watcher.watch(`${base}/r/a`, 'a');
+        await watcher.watch(`${base}/r/a/b`, 'b');
+        await watcher.watch(base, 'base');
+        await until(() => events.length === 4, 'the first events');
+        await dom0.rm(0, `${base}/r`);
+        await sync(watcher);
+        const after = events.slice(4);
+        expect(after.filter(([, t]) => t === 'r')).toEqual([[`${base}/r`, 'r']]);
+        expect(after.filter(([, t]) => t === 'a')).toEqual([[`${base}/r/a`, 'a']]);
+        expect(after.filter(([, t]) => t === 'b')).toEqual([[`${base}/r/a/b`, 'b']]);
+        expect(after.filter(([, t]) => t === 'base')).toEqual([[`${base}/r`, 'base']]);
+      });
+
+      it('fire when permissions change', async () => {
+        const dom0 = await open();
+        const base = await fresh(dom0);
+        await dom0.write(0, `${base}/sp`, text('x'));
+        const events = record(dom0);
+        await dom0.watch(`${base}/sp`, 'perm');
+        await until(() => events.length === 1, 'the first event');
+        await dom0.setPermissions(0, `${base}/sp`, [reader(0)]);
+        await sync(dom0);
+        expect(events.slice(1)).toEqual([[`${base}/sp`, 'perm']]);
+      });
+
+      it('refuse a duplicate watch and an unknown unwatch; stop after unwatch', async () => {
+        const dom0 = await open();
+        const base = await fresh(dom0);
+        const events = record(dom0);
+        await dom0.watch(`${base}/u`, 't1');
+        await expectCode(dom0.watch(`${base}/u`, 't1'), 'EEXIST');
+        await dom0.watch(`${base}/u`, 't2');
+        await until(() => events.length === 2, 'the first events');
+        await expectCode(dom0.unwatch(`${base}/u`, 'nope'), 'ENOENT');
+        await dom0.unwatch(`${base}/u`, 't1');
+        await dom0.write(0, `${base}/u`, text('x'));
+        await sync(dom0);
+        expect(events.slice(2)).toEqual([[`${base}/u`, 't2']]);
+      });
+
+      it('report relative paths for relative watches', async () => {
+        const dom0 = await open();
+        const name = `conformance-watch-${++serial}`;
+        const events = record(dom0);
+        await dom0.watch(name, 'rel');
+        await until(() => events.length === 1, 'the first event');
+        await dom0.write(0, `/local/domain/0/${name}/x`, text('1'));
+        await sync(dom0);
+        expect(events).toEqual([
+          [name, 'rel'],
+          [`${name}/x`, 'rel'],
+        ]);
+        await dom0.unwatch(`/local/domain/0/${name}`, 'rel');
+        await dom0.rm(0, name);
+      });
+
+      it('fire for a transaction only when it commits', async () => {
+        const dom0 = await open();
+        const base = await fresh(dom0);
+        const watcher = await open();
+        const events = record(watcher);
+        await watcher.watch(`${base}/tw`, 'tx');
+        await until(() => events.length === 1, 'the first event');
+        const aborted = await dom0.transactionStart();
+        await dom0.write(aborted, `${base}/tw/a`, text('1'));
+        await dom0.transactionEnd(aborted, false);
+        const tx = await dom0.transactionStart();
+        await dom0.write(tx, `${base}/tw/b`, text('2'));
+        await sync(watcher);
+        expect(events.length).toBe(1);
+        await dom0.transactionEnd(tx, true);
+        await sync(watcher);
+        expect(events.slice(1)).toEqual([[`${base}/tw/b`, 'tx']]);
+      });
+
+      it.skipIf(!factory.unprivileged)('tell a domain only of changes it may read', async () => {
+        const dom0 = await open();
+        const base = await fresh(dom0);
+        const { domid, conn: g } = await guest(dom0);
+        await dom0.mkdir(0, `${base}/hidden`);
+        await dom0.mkdir(0, `${base}/vis`);
+        await dom0.setPermissions(0, `${base}/vis`, [none(0), reader(domid)]);
+        const events = record(g);
+        await g.watch(`${base}/hidden`, 'h');
+        await g.watch(`${base}/vis`, 'v');
+        await until(() => events.length === 2, 'the first events');
+        await dom0.write(0, `${base}/hidden/x`, text('1'));
+        await dom0.write(0, `${base}/vis/x`, text('2'));
+        await sync(g);
+        expect(events.slice(2)).toEqual([[`${base}/vis/x`, 'v']]);
+        // A node the domain could read is removed: it hears of that, through the parent it can read.
+        await dom0.rm(0, `${base}/vis/x`);
+        await sync(g);
+        expect(events.slice(3)).toEqual([[`${base}/vis/x`, 'v']]);
+      });
+    });
+
+    describe.skipIf(!factory.introduce || !factory.release)('special watches', () => {
+      it('announce introduced and released domains to dom0', async () => {
+        const dom0 = await open();
+        const events = record(dom0);
+        await dom0.watch('@introduceDomain', 'in');
+        await dom0.watch('@releaseDomain', 'out');
+        await until(() => events.length === 2, 'the first events');
+        expect(events).toEqual([
+          ['@introduceDomain', 'in'],
+          ['@releaseDomain', 'out'],
+        ]);
+        const domid = nextDomid++;
+        await factory.introduce?.(domid);
+        await sync(dom0);
+        expect(events.slice(2)).toEqual([['@introduceDomain', 'in']]);
+        await factory.release?.(domid);
+        await sync(dom0);
+        expect(events.slice(3)).toEqual([['@releaseDomain', 'out']]);
+      });
+
+      it.skipIf(!factory.unprivileged)('reach an unprivileged domain only when the special name grants it', async () => {
+        const dom0 = await open();
+        const { domid, conn: g } = await guest(dom0);
+        const events = record(g);
+        await g.watch('@introduceDomain', 'in');
+        await until(() => events.length === 1, 'the first event');
+        await factory.introduce?.(nextDomid++);
+        await sync(g);
+        expect(events.length).toBe(1);
+        await expectCode(g.setPermissions(0, '@introduceDomain', [none(0), reader(domid)]), 'EACCES');
+        await dom0.setPermissions(0, '@introduceDomain', [none(0), reader(domid)]);
+        try {
+          await factory.introduce?.(nextDomid++);
+          await sync(g);
+          expect(events.slice(1)).toEqual([['@introduceDomain', 'in']]);
+        } finally {
+          await dom0.setPermissions(0, '@introduceDomain', [none(0)]);
+        }
+      });
+    });
+
+    describe.skipIf(!factory.withQuota || !factory.unprivileged)('quotas', () => {
+      const limited = async (quota: Partial<XenStoreQuota>) => {
+        const f = (await factory.withQuota?.(quota)) as XenStoreSuiteFactory;
+        const dom0 = await open(0, f);
+        return { f, dom0, ...(await guest(dom0, f)) };
+      };
+
+      it('refuses nodes past the nodes quota with ENOSPC', async () => {
+        const { f, conn: g } = await limited({ nodes: 5 });
+        try {
+          let created = 0;
+          let failure: unknown;
+          for (let i = 0; i < 10 && failure === undefined; i++) {
+            await g.write(0, `n${i}`, text('x')).then(() => created++, (err: unknown) => (failure = err));
+          }
+          // The home counts as one of the domain's nodes.
+          expect(created).toBe(4);
+          expect(failure).toMatchObject({ code: 'ENOSPC' });
+          await g.write(0, 'n0', text('rewrite is fine'));
+        } finally {
+          await f.cleanup();
+        }
+      });
+
+      it('limits node size, transactions, watches and permission entries', async () => {
+        const { f, domid, conn: g } = await limited({ nodeSize: 200, transactions: 2, watches: 2, permissions: 2 });
+        try {
+          await g.write(0, 'small', Buffer.alloc(100));
+          await expectCode(g.write(0, 'large', Buffer.alloc(200)), 'ENOSPC');
+          // As C xenstored, the check is "more than the quota already", so one more fits.
+          const txs = [await g.transactionStart(), await g.transactionStart(), await g.transactionStart()];
+          await expectCode(g.transactionStart(), 'ENOSPC');
+          await Promise.all(txs.map((t) => g.transactionEnd(t, false)));
+          for (const t of ['w1', 'w2', 'w3']) await g.watch('small', t);
+          await expectCode(g.watch('small', 'w4'), 'E2BIG');
+          await g.setPermissions(0, 'small', [none(domid), reader(0)]);
+          await expectCode(g.setPermissions(0, 'small', [none(domid), reader(0), reader(3)]), 'ENOSPC');
+        } finally {
+          await f.cleanup();
+        }
+      });
+    });
+
+    describe('model', () => {
+      type Op = { kind: 'write'; path: string; value: string } | { kind: 'mkdir' | 'rm'; path: string };
+      const segment = fc.constantFrom('a', 'b', 'c');
+      const relPath = fc.array(segment, { minLength: 1, maxLength: 3 }).map((s) => s.join('/'));
+      const op: fc.Arbitrary<Op> = fc.oneof(
+        fc.record({ kind: fc.constant('write' as const), path: relPath, value: fc.string({ maxLength: 8 }) }),
+        fc.record({ kind: fc.constantFrom('mkdir' as const, 'rm' as const), path: relPath }),
+      );
+      const universe = ['a', 'b', 'c'].flatMap((x) => [x, ...['a', 'b', 'c'].flatMap((y) => [`${x}/${y}`, ...['a', 'b', 'c'].map((z) => `${x}/${y}/${z}`)])]);
+
+      /** The reference: rel path → value and children in creation order; '' is the base. */
+      class Model {
+        readonly nodes = new Map<string, { value: string; children: string[] }>([['', { value: '', children: [] }]]);
+        private parent(p: string): string {
+          return p.includes('/') ? p.slice(0, p.lastIndexOf('/')) : '';
+        }
+        private create(p: string, value: string): void {
+          const parent = this.parent(p);
+          if (!this.nodes.has(parent)) this.create(parent, '');
+          this.nodes.get(parent)?.children.push(p.slice(p.lastIndexOf('/') + 1));
+          this.nodes.set(p, { value, children: [] });
+        }
+        write(p: string, value: string): void {
+          const n = this.nodes.get(p);
+          if (n) n.value = value;
+          else this.create(p, value);
+        }
+        mkdir(p: string): void {
+          if (!this.nodes.has(p)) this.create(p, '');
+        }
+        /** False when xenstored answers ENOENT. */
+        rm(p: string): boolean {
+          if (!this.nodes.has(p)) return this.nodes.has(this.parent(p));
+          for (const k of [...this.nodes.keys()]) if (k === p || k.startsWith(`${p}/`)) this.nodes.delete(k);
+          const siblings = this.nodes.get(this.parent(p))?.children ?? [];
+          siblings.splice(siblings.indexOf(p.slice(p.lastIndexOf('/') + 1)), 1);
+          return true;
+        }
+      }
+
+      it('agrees with a simple model under random writes, mkdirs and removals', async () => {
+        const dom0 = await open();
+        await fc.assert(
+          fc.asyncProperty(fc.array(op, { maxLength: 25 }), async (ops) => {
+            const base = await fresh(dom0);
+            const model = new Model();
+            for (const o of ops) {
+              const p = `${base}/${o.path}`;
+              if (o.kind === 'write') {
+                await dom0.write(0, p, text(o.value));
+                model.write(o.path, o.value);
+              } else if (o.kind === 'mkdir') {
+                await dom0.mkdir(0, p);
+                model.mkdir(o.path);
+              } else if (model.rm(o.path)) {
+                await dom0.rm(0, p);
+              } else {
+                await expectCode(dom0.rm(0, p), 'ENOENT');
+              }
+            }
+            expect(await dom0.directory(0, base)).toEqual(model.nodes.get('')?.children);
+            for (const rel of universe) {
+              const node = model.nodes.get(rel);
+              const p = `${base}/${rel}`;
+              if (node === undefined) {
+                await expectCode(dom0.read(0, p), 'ENOENT');
+              } else {
+                expect((await dom0.read(0, p)).toString()).toBe(node.value);
+                expect(await dom0.directory(0, p)).toEqual(node.children);
+              }
+            }
+          }),
+          { numRuns: 25 },
+        );
+      });
+    });
+  });
+}
