@@ -490,8 +490,7 @@ export function xenstoredSocketPath(env: NodeJS.ProcessEnv = process.env): strin
  * ```ts
  * import { connectXenStore } from 'xenode';
  * const conn = await connectXenStore();          // $XENSTORED_PATH or the default socket
- * const name = await conn.read(0, '/local/domain/0/name');
- * console.log(name.toString());
+ * console.log(await conn.directory(0, '/local/domain'));   // e.g. ['0', '3']
  * await conn.close();
  * ```
  */
