@@ -1,0 +1,41 @@
+{
+  # The one build of record (DESIGN.md, decision 10): npm's install script, node-gyp-build
+  # and prebuildify all run it. The addon links against no Xen library: native/xenlibs.cc
+  # opens them with dlopen at run time, so it loads on machines without Xen. The Xen
+  # headers are needed to build it, and the Xen version they belong to is recorded
+  # (XENODE_XEN_VERSION) because libxenctrl and libxenlight change ABI every release.
+  'targets': [
+    {
+      'target_name': 'xenode',
+      'sources': [
+        'native/addon.cc',
+        'native/errors.cc',
+        'native/xenlibs.cc',
+        'native/xenstore.cc',
+        'native/xenstore_ops.cc',
+      ],
+      'include_dirs': [
+        "<!(node -p \"require('node-addon-api').include_dir\")",
+      ],
+      'defines': [
+        'NAPI_VERSION=8',
+        'NAPI_CPP_EXCEPTIONS',
+        # Lets node-addon-api drop an error it cannot throw because the environment is
+        # being torn down, instead of aborting.
+        'NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS',
+        'XENODE_XEN_VERSION="<!(pkg-config --modversion xencontrol)"',
+      ],
+      'cflags': [
+        '<!@(pkg-config --cflags xenstore xencontrol)',
+        '-fvisibility=hidden',
+        '-Wall',
+        '-Wextra',
+        '-Wno-unused-parameter',
+      ],
+      'cflags!': ['-fno-exceptions'],
+      'cflags_cc!': ['-fno-exceptions', '-fno-rtti', '-std=gnu++17'],
+      'cflags_cc': ['-std=c++17', '-fexceptions'],
+      'libraries': ['-ldl'],
+    },
+  ],
+}

@@ -1,0 +1,64 @@
+// Module init, per-environment state and the environment cleanup hook.
+//
+// Exports:
+//   openXenStore(onWatchEvent, onLost?) → Promise<XsHandle>   (xenstore.cc)
+//   XsHandle      the class of the handles (not constructible from JS)
+//   xenVersion    the Xen version the addon was built against
+// lib/native/addon.ts is the typed contract of these exports.
+#include <napi.h>
+
+#include <algorithm>
+
+#include "addon.h"
+#include "xenlibs.h"
+#include "xenstore.h"
+
+namespace xenode {
+
+void AddonState::Track(NativeHandle* handle) { handles_.push_back(handle); }
+
+void AddonState::Untrack(NativeHandle* handle) {
+  handles_.erase(std::remove(handles_.begin(), handles_.end(), handle), handles_.end());
+}
+
+void AddonState::InstallCleanupHook(Napi::Env env) {
+  // An async hook: closing a uv_poll handle and joining libxenstore's reader thread
+  // finish on later loop turns, and the environment's loop must not be closed (a worker
+  // thread aborts on a loop with open handles) before they have.
+  NAPI_THROW_IF_FAILED_VOID(env, napi_add_async_cleanup_hook(env, OnEnvCleanup, this, &hook_));
+}
+
+void AddonState::OnEnvCleanup(napi_async_cleanup_hook_handle hook, void* arg) {
+  auto* state = static_cast<AddonState*>(arg);
+  state->hook_ = hook;
+  state->MarkStopping();
+  // A handle removes itself from handles_ when it finishes closing, so walk a copy.
+  std::vector<NativeHandle*> open = state->handles_;
+  state->cleanup_pending_ = open.size() + 1;
+  for (NativeHandle* handle : open) handle->CloseForTeardown([state] { state->CleanupStep(); });
+  state->CleanupStep();
+}
+
+void AddonState::CleanupStep() {
+  if (--cleanup_pending_ == 0) napi_remove_async_cleanup_hook(hook_);
+}
+
+static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  auto* state = new AddonState();
+  env.SetInstanceData<AddonState>(state);
+  state->InstallCleanupHook(env);
+
+  Napi::Function xs_handle = DefineXsHandle(env);
+  state->xs_handle_class = Napi::Persistent(xs_handle);
+
+  exports.Set("XsHandle", xs_handle);
+  exports.Set("openXenStore", Napi::Function::New(env, OpenXenStore, "openXenStore"));
+  exports.Set("xenVersion", Napi::String::New(env, XENODE_XEN_VERSION));
+  return exports;
+}
+
+}  // namespace xenode
+
+static Napi::Object InitModule(Napi::Env env, Napi::Object exports) { return xenode::Init(env, exports); }
+
+NODE_API_MODULE(xenode, InitModule)
