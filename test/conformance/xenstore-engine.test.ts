@@ -17,6 +17,7 @@ import { XenStoreServer } from '../../lib/xenstore/server.js';
 import { HEADER_SIZE, XsType, encodeMessage, parseStrings, pathAndValue, strings, type XsMessage } from '../../lib/xenstore/wire.js';
 import { RawXenStore, errorOf, wireTestConnection } from './wire-test-client.js';
 import { xenStoreConformance, type XenStoreSuiteFactory } from './xenstore-suite.js';
+import { DomainSockets } from './domain-sockets.js';
 
 /** The engine used directly through openLocalConnection. */
 class InProcessFactory implements XenStoreSuiteFactory {
@@ -74,36 +75,19 @@ const libraryClient: SocketClient = (path, domid) =>
 /** The engine behind XenStoreServer on unix sockets, one per domain; domains are introduced over the wire. */
 class SocketFactory implements XenStoreSuiteFactory {
   readonly unprivileged = true;
-  private setup: Promise<{ dir: string; server: XenStoreServer }> | undefined;
-  private readonly sockets = new Map<number, Promise<string>>();
+  private readonly sockets: DomainSockets;
   private readonly raws: RawXenStore[] = [];
   private readonly conns: XenStoreConnection[] = [];
 
   constructor(
     private readonly client: SocketClient,
     private readonly quota?: Partial<XenStoreQuota>,
-  ) {}
-
-  private started(): Promise<{ dir: string; server: XenStoreServer }> {
-    this.setup ??= (async () => ({
-      dir: await mkdtemp(join(tmpdir(), 'xenode-xs-')),
-      server: new XenStoreServer(new XenStoreEngine({ quota: this.quota })),
-    }))();
-    return this.setup;
+  ) {
+    this.sockets = new DomainSockets(quota);
   }
 
   private socketOf(domid: number): Promise<string> {
-    let p = this.sockets.get(domid);
-    if (p === undefined) {
-      p = (async () => {
-        const { dir, server } = await this.started();
-        const path = join(dir, `dom${domid}.sock`);
-        await server.listen(path, { domid });
-        return path;
-      })();
-      this.sockets.set(domid, p);
-    }
-    return p;
+    return this.sockets.socketOf(domid);
   }
 
   async raw(domid = 0): Promise<RawXenStore> {
@@ -140,10 +124,7 @@ class SocketFactory implements XenStoreSuiteFactory {
 
   async cleanup(): Promise<void> {
     await Promise.all([...this.raws.splice(0), ...this.conns.splice(0)].map((c) => c.close()));
-    if (this.setup === undefined) return;
-    const { dir, server } = await this.setup;
-    await server.close();
-    await rm(dir, { recursive: true, force: true });
+    await this.sockets.close();
   }
 }
 

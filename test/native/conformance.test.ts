@@ -4,59 +4,30 @@
  * xenstored. libxenstore connects to the socket XENSTORED_PATH names when xs_open runs,
  * so the factory points it at the socket of the domain to act as, one open at a time.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { describe } from 'vitest';
 import type { XenBackend, XenStoreConnection } from '../../lib/backend.js';
 import { createNativeBackend } from '../../lib/native/backend.js';
-import { XenStoreEngine } from '../../lib/xenstore/engine.js';
 import type { XenStoreQuota } from '../../lib/xenstore/quota.js';
-import { XenStoreServer } from '../../lib/xenstore/server.js';
 import { xenStoreConformance, type XenStoreSuiteFactory } from '../conformance/xenstore-suite.js';
 import { hasNativeAddon } from './tier.js';
+import { DomainSockets } from '../conformance/domain-sockets.js';
 
 /** Opens are serialised: XENSTORED_PATH is one per process. */
 let opening: Promise<unknown> = Promise.resolve();
 
 class NativeFactory implements XenStoreSuiteFactory {
   readonly unprivileged = true;
-  private setup: Promise<{ dir: string; engine: XenStoreEngine; server: XenStoreServer; backend: XenBackend }> | undefined;
-  private readonly sockets = new Map<number, Promise<string>>();
+  private readonly sockets: DomainSockets;
+  private backend: Promise<XenBackend> | undefined;
 
-  constructor(private readonly quota?: Partial<XenStoreQuota>) {}
-
-  private started(): Promise<{ dir: string; engine: XenStoreEngine; server: XenStoreServer; backend: XenBackend }> {
-    this.setup ??= (async () => {
-      const engine = new XenStoreEngine({ quota: this.quota });
-      return {
-        dir: await mkdtemp(join(tmpdir(), 'xenode-native-conf-')),
-        engine,
-        server: new XenStoreServer(engine),
-        backend: await createNativeBackend(),
-      };
-    })();
-    return this.setup;
-  }
-
-  /** xenstored's socket for `domid`: the mock serves a connection as the domain its socket was made for. */
-  private socketOf(domid: number): Promise<string> {
-    let p = this.sockets.get(domid);
-    if (p === undefined) {
-      p = (async () => {
-        const { dir, server } = await this.started();
-        const path = join(dir, `dom${domid}.sock`);
-        await server.listen(path, { domid });
-        return path;
-      })();
-      this.sockets.set(domid, p);
-    }
-    return p;
+  constructor(private readonly quota?: Partial<XenStoreQuota>) {
+    this.sockets = new DomainSockets(quota);
   }
 
   async open(domid: number): Promise<XenStoreConnection> {
-    const { backend } = await this.started();
-    const socket = await this.socketOf(domid);
+    this.backend ??= createNativeBackend();
+    const backend = await this.backend;
+    const socket = await this.sockets.socketOf(domid);
     const next = opening.then(async () => {
       process.env.XENSTORED_PATH = socket;
       return backend.openXenStore();
@@ -66,11 +37,11 @@ class NativeFactory implements XenStoreSuiteFactory {
   }
 
   async introduce(domid: number): Promise<void> {
-    (await this.started()).engine.introduceDomain(domid);
+    this.sockets.engine.introduceDomain(domid);
   }
 
   async release(domid: number): Promise<void> {
-    (await this.started()).engine.releaseDomain(domid);
+    this.sockets.engine.releaseDomain(domid);
   }
 
   async withQuota(quota: Partial<XenStoreQuota>): Promise<XenStoreSuiteFactory> {
@@ -78,11 +49,8 @@ class NativeFactory implements XenStoreSuiteFactory {
   }
 
   async cleanup(): Promise<void> {
-    if (this.setup === undefined) return;
-    const { dir, server, backend } = await this.setup;
-    await backend.close();
-    await server.close();
-    await rm(dir, { recursive: true, force: true });
+    await (await this.backend)?.close();
+    await this.sockets.close();
   }
 }
 
