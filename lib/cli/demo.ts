@@ -109,11 +109,10 @@ export const xenstoreSteps: readonly DemoStep[] = [
       ctx.say(`dom5 read  ${shown} → ${q(await dom5.read(name))}`);
       ctx.say(`dom5 write ${shown} → ${await outcome(dom5.write(name, 'evil'))}   (read-only for dom5)`);
 
-      // A toolstack gives each domain its home; relative paths resolve there.
+      // The mock host made dom5's home as libxl does; relative paths resolve there.
       const home = await xs.getDomainPath(GUEST);
-      await xs.mkdir(home);
-      await xs.setPermissions(home, [{ domid: GUEST, read: false, write: false }]);
-      ctx.say(`dom0 mkdir ${home}, owner → dom${GUEST}: ${formatPermissions(await xs.getPermissions(home))}`);
+      ctx.say(`${home}: ${formatPermissions(await xs.getPermissions(home))}, its data/: ${formatPermissions(await xs.getPermissions(`${home}/data`))}   (as libxl makes them)`);
+      ctx.say(`dom5 write name → ${await outcome(dom5.write('name', 'evil'))}   (its home is dom0's)`);
       await dom5.write('data/ip', '10.0.0.5');
       ctx.say(`dom5 write data/ip = ${q('10.0.0.5')}   (relative to its home)`);
       ctx.say(`dom0 read  ${home}/data/ip → ${q(await xs.read(`${home}/data/ip`))}`);
