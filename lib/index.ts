@@ -26,8 +26,10 @@ export {
   type XenStoreQuota,
   type XenStoreEngineOptions,
   type DomainUsage,
+  type DirectoryPart,
+  type EngineConnectOptions,
 } from './xenstore/engine.js';
-export { XenStoreServer } from './xenstore/server.js';
+export { XenStoreServer, type ServeOptions } from './xenstore/server.js';
 export { openLocalConnection } from './xenstore/local.js';
-export { openWireConnection, connectXenStore, type WireConnectionOptions } from './xenstore/client.js';
+export { openWireConnection, connectXenStore, xenstoredSocketPath, type WireConnectionOptions } from './xenstore/client.js';
 export { NO_TRANSACTION } from './backend.js';

@@ -27,7 +27,7 @@ export interface XenStoreEngineOptions {
 }
 
 /** Options of {@link XenStoreEngine.connect}. */
-export interface ConnectOptions {
+export interface EngineConnectOptions {
   /** Whether the connection bypasses permissions and quotas. Defaults to `domid === 0`. */
   privileged?: boolean;
 }
@@ -97,7 +97,7 @@ export class XenStoreEngine {
   }
 
   /** Opens a connection acting as `domid`, privileged by default only for dom0. */
-  connect(domid: number, options: ConnectOptions = {}): EngineConnection {
+  connect(domid: number, options: EngineConnectOptions = {}): EngineConnection {
     checkDomid('XenStoreEngine.connect', domid);
     return new EngineConnection(this.core, domid, options.privileged ?? domid === 0);
   }
