@@ -6,7 +6,8 @@ import { constants } from 'node:os';
  * - errno names (`ENOENT`, `EACCES`, `EAGAIN`, …) for failures reported by Xen or xenstored;
  * - `XEN_UNAVAILABLE`: the native backend cannot load a Xen library or the addon;
  * - `XEN_CLOSED`: the handle was closed before or while the operation ran;
- * - `XEN_PROTOCOL`: a peer sent something the XenStore wire protocol does not allow.
+ * - `XEN_PROTOCOL`: a peer sent something the XenStore wire protocol does not allow;
+ * - `VHD_…`: a fault in a VHD disk image, or a use of one its state forbids (`path` names the file).
  */
 export type XenErrorCode =
   | 'EINVAL'
@@ -28,6 +29,17 @@ export type XenErrorCode =
   | 'XEN_UNAVAILABLE'
   | 'XEN_CLOSED'
   | 'XEN_PROTOCOL'
+  | 'VHD_BAD_FOOTER'
+  | 'VHD_BAD_HEADER'
+  | 'VHD_BAD_CHECKSUM'
+  | 'VHD_BAD_BAT'
+  | 'VHD_TRUNCATED'
+  | 'VHD_PARENT_MISSING'
+  | 'VHD_PARENT_MISMATCH'
+  | 'VHD_PARENT_CYCLE'
+  | 'VHD_TOO_LARGE'
+  | 'VHD_CHAIN_TOO_DEEP'
+  | 'VHD_READ_ONLY'
   | (string & {});
 
 /** Details a {@link XenError} may carry about what it concerns. */

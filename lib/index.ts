@@ -33,3 +33,10 @@ export { XenStoreServer, type ServeOptions } from './xenstore/server.js';
 export { openLocalConnection } from './xenstore/local.js';
 export { openWireConnection, connectXenStore, xenstoredSocketPath, type WireConnectionOptions } from './xenstore/client.js';
 export { NO_TRANSACTION } from './backend.js';
+export {
+  VirtualDisk,
+  type VirtualDiskType,
+  type VirtualDiskInfo,
+  type CreateDiskOptions,
+  type OpenDiskOptions,
+} from './vhd/disk.js';

@@ -18,7 +18,7 @@ function files(dir: string, ext: RegExp): string[] {
 
 function raisedCodes(): Set<string> {
   const codes = new Set<string>(XS_ERRORS);
-  const patterns = [/new XenError\(\s*'([A-Z][A-Z0-9_]+)'/g, /fromErrno\(\s*'([A-Z][A-Z0-9_]+)'/g, /code: '([A-Z][A-Z0-9_]+)'/g, /"((?:XEN|VHD)_[A-Z0-9_]+)"/g];
+  const patterns = [/new XenError\(\s*'([A-Z][A-Z0-9_]+)'/g, /fromErrno\(\s*'([A-Z][A-Z0-9_]+)'/g, /code: '([A-Z][A-Z0-9_]+)'/g, /"((?:XEN|VHD)_[A-Z0-9_]+)"/g, /vhdError\(\s*'([A-Z][A-Z0-9_]+)'/g];
   for (const file of [...files(join(root, 'lib'), /\.ts$/), ...files(join(root, 'native'), /\.(cc|h)$/)]) {
     const text = readFileSync(file, 'utf8');
     for (const re of patterns) for (const m of text.matchAll(re)) codes.add(m[1] as string);

@@ -1,0 +1,340 @@
+import { type FileHandle, access, open, realpath, stat } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { XenError, closedError } from '../errors.js';
+import { SparseBlocks } from './blocks.js';
+import { MAX_CHAIN_DEPTH, findParentPath } from './chain.js';
+import { writeAll, writeNewImage } from './create.js';
+import { fsError, vhdError } from './errors.js';
+import { toVhdTimestamp } from './fields.js';
+import { DiskType, type VhdFooter, encodeFooter } from './footer.js';
+import { DEFAULT_BLOCK_SIZE, MAX_DISK_SIZE, type VhdImage, readExact, readImage } from './image.js';
+
+/** The kinds of VHD image. */
+export type VirtualDiskType = 'fixed' | 'dynamic' | 'differencing';
+
+/** Options of {@link VirtualDisk.create}. */
+export interface CreateDiskOptions {
+  /** Size in bytes: a multiple of 512, at most 2040 GiB. Kept exactly, whatever the CHS geometry. */
+  size: number;
+  /** `dynamic` grows as blocks are written; `fixed` allocates the whole size up front. */
+  type: 'dynamic' | 'fixed';
+}
+
+/** Options of {@link VirtualDisk.open}. */
+export interface OpenDiskOptions {
+  /** Open without write access; writes then fail with `VHD_READ_ONLY`. */
+  readOnly?: boolean;
+}
+
+/** What {@link VirtualDisk.info} reports. */
+export interface VirtualDiskInfo {
+  /** Absolute path of the image file. */
+  path: string;
+  /** Virtual size in bytes. */
+  size: number;
+  type: VirtualDiskType;
+  uuid: string;
+  /** Absolute path of the parent image, for a differencing disk. */
+  parent: string | undefined;
+  /** Images in the chain, this one included (1 for a disk without parent). */
+  chainDepth: number;
+  /** Bytes of data stored in this file: allocated blocks times block size (the size, if fixed). */
+  allocatedBytes: number;
+  /** Block size of a dynamic or differencing disk; undefined for a fixed one. */
+  blockSize: number | undefined;
+  /** blktap's hidden flag: set on a disk that has been snapshotted or cloned. */
+  hidden: boolean;
+}
+
+const typeNames: Record<number, VirtualDiskType> = {
+  [DiskType.fixed]: 'fixed',
+  [DiskType.dynamic]: 'dynamic',
+  [DiskType.differencing]: 'differencing',
+};
+
+function checkRange(offset: number, length: number, size: number): void {
+  if (!Number.isSafeInteger(offset) || offset < 0) throw new RangeError(`offset must be a non-negative integer, got ${offset}`);
+  if (offset + length > size) throw new RangeError(`range ${offset}+${length} runs past the end of the ${size}-byte disk`);
+}
+
+/**
+ * A VHD virtual disk (fixed, dynamic or differencing, per Microsoft's VHD specification
+ * with blktap's conventions), read and written at any byte offset. A differencing disk
+ * reads through to its parent chain wherever its own sector bitmap is clear. Format faults
+ * are {@link XenError}s with a `VHD_…` code and the file's `path`.
+ *
+ * @example
+ * ```ts
+ * import { mkdtemp, rm } from 'node:fs/promises';
+ * import { tmpdir } from 'node:os';
+ * import { join } from 'node:path';
+ * import { VirtualDisk } from 'xenode';
+ *
+ * const dir = await mkdtemp(join(tmpdir(), 'xenode-vhd-'));
+ * const base = await VirtualDisk.create(join(dir, 'base.vhd'), { size: 64 * 1024 * 1024, type: 'dynamic' });
+ * await base.write(1000, Buffer.from('hello'));
+ * const child = await base.snapshot(join(dir, 'child.vhd')); // base is now hidden and read-only
+ * await child.write(1002, Buffer.from('LLO'));
+ * console.log((await base.read(1000, 5)).toString(), (await child.read(1000, 5)).toString()); // hello heLLO
+ * console.log(child.info().chainDepth); // 2
+ * await child.close();
+ * await base.close();
+ * await rm(dir, { recursive: true });
+ * ```
+ */
+export class VirtualDisk {
+  private closed = false;
+  private tail: Promise<unknown> = Promise.resolve();
+  private footer: VhdFooter;
+
+  private constructor(
+    /** Absolute path of the image file. */
+    readonly path: string,
+    private readonly fh: FileHandle,
+    private readonly image: VhdImage,
+    private readOnly: boolean,
+    private readonly parent: VirtualDisk | undefined,
+    private readonly blocks: SparseBlocks | undefined,
+  ) {
+    this.footer = image.footer;
+  }
+
+  /** Virtual size in bytes. */
+  get size(): number {
+    return this.image.size;
+  }
+
+  /** Creates a new, empty disk at `path` (which must not exist) and opens it for writing. */
+  static async create(path: string, options: CreateDiskOptions): Promise<VirtualDisk> {
+    if (typeof path !== 'string' || path === '') throw new TypeError('path must be a non-empty string');
+    const { size, type } = options ?? {};
+    if (type !== 'dynamic' && type !== 'fixed') throw new TypeError(`type must be 'dynamic' or 'fixed', got ${String(type)}`);
+    if (!Number.isSafeInteger(size) || size <= 0 || size % 512 !== 0) throw new RangeError(`size must be a positive multiple of 512, got ${size}`);
+    if (size > MAX_DISK_SIZE) throw vhdError('VHD_TOO_LARGE', `size ${size} exceeds the 2040 GiB VHD limit`, resolve(path), 'vhd.create');
+    await writeNewImage(resolve(path), { size, type, blockSize: DEFAULT_BLOCK_SIZE });
+    return VirtualDisk.open(path);
+  }
+
+  /**
+   * Opens the disk at `path`, following the parent chain of a differencing disk (parents are
+   * opened read-only; each must carry the UUID its child names). A hidden disk (the parent
+   * of a snapshot or clone) only opens with `readOnly`.
+   */
+  static async open(path: string, options: OpenDiskOptions = {}): Promise<VirtualDisk> {
+    if (typeof path !== 'string' || path === '') throw new TypeError('path must be a non-empty string');
+    return VirtualDisk.openChain(resolve(path), options.readOnly === true, [], false);
+  }
+
+  /**
+   * Makes `childPath` a new differencing disk whose parent is the disk at `basePath`, which
+   * is marked hidden (if it is not already) and must not be written again. Call it once per
+   * child to make many children of one base.
+   */
+  static async clone(basePath: string, childPath: string): Promise<VirtualDisk> {
+    if (typeof basePath !== 'string' || basePath === '') throw new TypeError('basePath must be a non-empty string');
+    // An already hidden base is only read, so it may be a read-only file.
+    let base = await VirtualDisk.openChain(resolve(basePath), true, [], true);
+    if (!base.footer.hidden) {
+      await base.close();
+      base = await VirtualDisk.openChain(resolve(basePath), false, [], true);
+    }
+    try {
+      await base.exclusive(() => base.makeChild(childPath));
+    } finally {
+      await base.close();
+    }
+    return VirtualDisk.open(childPath);
+  }
+
+  private static async openChain(path: string, readOnly: boolean, seen: string[], allowHidden: boolean): Promise<VirtualDisk> {
+    let real: string;
+    try {
+      real = await realpath(path);
+    } catch (err) {
+      throw fsError(err, 'vhd.open', path);
+    }
+    if (seen.includes(real)) throw vhdError('VHD_PARENT_CYCLE', 'the parent chain leads back to this disk', path);
+    if (seen.length >= MAX_CHAIN_DEPTH) throw vhdError('VHD_CHAIN_TOO_DEEP', `the chain is deeper than ${MAX_CHAIN_DEPTH} disks`, path);
+    let fh: FileHandle;
+    try {
+      fh = await open(path, readOnly ? 'r' : 'r+');
+    } catch (err) {
+      throw fsError(err, 'vhd.open', path);
+    }
+    let parent: VirtualDisk | undefined;
+    try {
+      const image = await readImage(fh, path);
+      if (image.footer.hidden && !readOnly && !allowHidden) {
+        throw vhdError('VHD_READ_ONLY', 'the disk is hidden (a snapshot or clone parent): open it with { readOnly: true }', path);
+      }
+      if (image.sparse && image.footer.diskType === DiskType.differencing) {
+        parent = await VirtualDisk.openChain(await findParentPath(image, path), true, [...seen, real], true);
+        if (parent.footer.uuid !== image.sparse.header.parentUuid) {
+          throw vhdError('VHD_PARENT_MISMATCH', `parent ${parent.path} has UUID ${parent.footer.uuid}, the child expects ${image.sparse.header.parentUuid}`, path);
+        }
+      }
+      const blocks = image.sparse ? new SparseBlocks(fh, path, image.sparse, image.footerOffset, image.footer) : undefined;
+      return new VirtualDisk(path, fh, image, readOnly, parent, blocks);
+    } catch (err) {
+      await parent?.close();
+      await fh.close();
+      throw err;
+    }
+  }
+
+  /** Reads `length` bytes at byte `offset` of the virtual disk. */
+  async read(offset: number, length: number): Promise<Buffer> {
+    if (!Number.isSafeInteger(length) || length < 0) throw new RangeError(`length must be a non-negative integer, got ${length}`);
+    checkRange(offset, length, this.size);
+    if (this.closed) throw closedError('vhd.read');
+    return this.exclusive(() => this.readRange(offset, length));
+  }
+
+  /** Writes `data` at byte `offset`; partial sectors are read, merged and written whole. */
+  async write(offset: number, data: Uint8Array): Promise<void> {
+    if (!(data instanceof Uint8Array)) throw new TypeError('data must be a Buffer or Uint8Array');
+    checkRange(offset, data.length, this.size);
+    if (this.closed) throw closedError('vhd.write');
+    if (this.readOnly) throw vhdError('VHD_READ_ONLY', 'the disk is open read-only', this.path, 'vhd.write');
+    if (data.length === 0) return;
+    return this.exclusive(() => this.writeRange(offset, Buffer.from(data.buffer, data.byteOffset, data.length))).catch((err: unknown) => {
+      throw fsError(err, 'vhd.write', this.path);
+    });
+  }
+
+  /** Waits for pending writes and makes them durable (fdatasync). */
+  async flush(): Promise<void> {
+    if (this.closed) throw closedError('vhd.flush');
+    await this.exclusive(() => this.fh.datasync()).catch((err: unknown) => {
+      throw fsError(err, 'vhd.flush', this.path);
+    });
+  }
+
+  /** Closes the disk and its parents. Calling it again does nothing. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.tail;
+    await this.fh.close();
+    await this.parent?.close();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  /** Size, type, identity, chain and allocation of the disk. */
+  info(): VirtualDiskInfo {
+    return {
+      path: this.path,
+      size: this.size,
+      type: typeNames[this.footer.diskType] as VirtualDiskType,
+      uuid: this.footer.uuid,
+      parent: this.parent?.path,
+      chainDepth: this.chainDepth(),
+      allocatedBytes: this.blocks ? this.blocks.allocatedBlocks() * this.blocks.blockSize : this.size,
+      blockSize: this.blocks?.blockSize,
+      hidden: this.footer.hidden,
+    };
+  }
+
+  /**
+   * Makes `childPath` a new differencing disk whose parent is this one, and turns this disk
+   * hidden and read-only. Nothing is copied: the child starts empty and reads through.
+   */
+  async snapshot(childPath: string): Promise<VirtualDisk> {
+    if (this.closed) throw closedError('vhd.snapshot');
+    await this.exclusive(() => this.makeChild(childPath));
+    return VirtualDisk.open(childPath);
+  }
+
+  private chainDepth(): number {
+    return 1 + (this.parent?.chainDepth() ?? 0);
+  }
+
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const result = this.tail.then(fn);
+    this.tail = result.catch(() => undefined);
+    return result;
+  }
+
+  private async makeChild(childPath: string): Promise<void> {
+    if (typeof childPath !== 'string' || childPath === '') throw new TypeError('childPath must be a non-empty string');
+    if (this.chainDepth() + 1 > MAX_CHAIN_DEPTH) {
+      throw vhdError('VHD_CHAIN_TOO_DEEP', `a child would make the chain deeper than ${MAX_CHAIN_DEPTH} disks`, this.path, 'vhd.snapshot');
+    }
+    if (await access(childPath).then(() => true, () => false)) {
+      throw XenError.fromErrno('EEXIST', { op: 'vhd.snapshot', path: resolve(childPath) });
+    }
+    if (!this.footer.hidden) {
+      if (this.readOnly) throw vhdError('VHD_READ_ONLY', 'the disk is open read-only and cannot be marked hidden', this.path, 'vhd.snapshot');
+      // Hidden before the child exists: a crash in between leaves a hidden disk, never a
+      // writable parent with a child.
+      const footer = { ...this.footer, hidden: true };
+      if (this.blocks) await this.blocks.writeFooter(footer);
+      else await writeAll(this.fh, encodeFooter(footer), this.image.footerOffset);
+      await this.fh.datasync();
+      this.footer = footer;
+    }
+    this.readOnly = true;
+    const mtime = (await stat(this.path)).mtime;
+    await writeNewImage(resolve(childPath), {
+      size: this.size,
+      type: 'differencing',
+      blockSize: this.blocks?.blockSize ?? DEFAULT_BLOCK_SIZE,
+      parent: { path: this.path, uuid: this.footer.uuid, timestamp: toVhdTimestamp(mtime) },
+    });
+  }
+
+  private async readRange(offset: number, length: number): Promise<Buffer> {
+    const out = Buffer.alloc(length);
+    const end = Math.min(offset + length, this.size);
+    if (end <= offset) return out;
+    if (!this.blocks) {
+      (await readExact(this.fh, offset, end - offset, this.path, 'disk data')).copy(out);
+      return out;
+    }
+    const bs = this.blocks.blockSize;
+    for (let pos = offset; pos < end; ) {
+      const block = Math.floor(pos / bs);
+      const blockStart = block * bs;
+      const from = pos - blockStart;
+      const to = Math.min(end - blockStart, bs);
+      const first = Math.floor(from / 512);
+      for (const run of await this.blocks.runs(block, first, Math.ceil(to / 512) - first)) {
+        const rs = Math.max(run.first * 512, from);
+        const re = Math.min((run.first + run.count) * 512, to);
+        let data: Buffer | undefined;
+        if (run.present) data = await this.blocks.readData(block, rs, re - rs);
+        else if (this.parent) data = await this.parent.readRange(blockStart + rs, re - rs);
+        data?.copy(out, blockStart + rs - offset);
+      }
+      pos = blockStart + to;
+    }
+    return out;
+  }
+
+  private async writeRange(offset: number, data: Buffer): Promise<void> {
+    if (!this.blocks) {
+      await writeAll(this.fh, data, offset);
+      return;
+    }
+    const end = offset + data.length;
+    const s0 = Math.floor(offset / 512);
+    const s1 = Math.ceil(end / 512);
+    let aligned = data;
+    if (offset % 512 !== 0 || end % 512 !== 0) {
+      aligned = Buffer.alloc((s1 - s0) * 512);
+      (await this.readRange(s0 * 512, 512)).copy(aligned, 0);
+      if (s1 - 1 > s0) (await this.readRange((s1 - 1) * 512, 512)).copy(aligned, aligned.length - 512);
+      data.copy(aligned, offset - s0 * 512);
+    }
+    const spb = this.blocks.blockSize / 512;
+    for (let s = s0; s < s1; ) {
+      const block = Math.floor(s / spb);
+      const stop = Math.min(s1, (block + 1) * spb);
+      await this.blocks.writeSectors(block, s - block * spb, aligned.subarray((s - s0) * 512, (stop - s0) * 512));
+      s = stop;
+    }
+  }
+}

@@ -1,0 +1,102 @@
+/**
+ * VHD interop with qemu-img (Debian qemu-utils): qemu reads what xenode writes, and xenode
+ * reads (and writes into) what qemu makes. `-f vpc` is always given: qemu probes a fixed VHD
+ * as raw otherwise. qemu ignores sector bitmaps and parents, so chains are tested in unit/.
+ */
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { VirtualDisk } from '../../lib/index.js';
+import { requireTool } from '../helpers/tools.js';
+
+const run = promisify(execFile);
+const hasQemu = requireTool('qemu-img', undefined, { aptPackage: 'qemu-utils' });
+const MiB = 1024 * 1024;
+let dir: string;
+let n = 0;
+const fresh = (ext: string): string => join(dir, `f-${n++}.${ext}`);
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'xenode-vhd-qemu-'));
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function qemuImg(...args: string[]): Promise<string> {
+  return (await run('qemu-img', args, { timeout: 30_000, maxBuffer: 64 * MiB })).stdout;
+}
+
+/** Deterministic bytes with whole zero blocks in between, so sparse paths are exercised. */
+function pattern(size: number, seed: number): Buffer {
+  const b = Buffer.alloc(size);
+  let x = seed;
+  for (let i = 0; i < size; i++) {
+    if (Math.floor(i / (2 * MiB)) % 2 === 1) continue;
+    x = (x * 1103515245 + 12345) >>> 0;
+    b[i] = x >>> 24;
+  }
+  return b;
+}
+
+describe.skipIf(!hasQemu)('qemu-img interop (vpc)', () => {
+  for (const type of ['dynamic', 'fixed'] as const) {
+    it(`qemu-img reads a ${type} VHD written by xenode as the same bytes, at the exact size`, async () => {
+      const size = 7 * MiB + 1536; // neither a CHS multiple nor a block multiple
+      const path = fresh('vhd');
+      const disk = await VirtualDisk.create(path, { size, type });
+      const data = pattern(size, 7);
+      await disk.write(0, data.subarray(0, 3 * MiB + 3));
+      await disk.write(5 * MiB + 11, data.subarray(5 * MiB + 11));
+      const expected = await disk.read(0, size);
+      await disk.close();
+
+      const info = JSON.parse(await qemuImg('info', '-f', 'vpc', '--output=json', path)) as { 'virtual-size': number; format: string };
+      expect(info.format).toBe('vpc');
+      expect(info['virtual-size']).toBe(size);
+      const raw = fresh('raw');
+      await qemuImg('convert', '-f', 'vpc', '-O', 'raw', path, raw);
+      expect((await readFile(raw)).equals(expected)).toBe(true);
+      await qemuImg('compare', '-f', 'vpc', '-F', 'raw', path, raw);
+    });
+  }
+
+  for (const subformat of ['dynamic', 'fixed'] as const) {
+    for (const forceSize of [false, true]) {
+      it(`xenode reads a ${subformat} VHD made by qemu-img convert${forceSize ? ' with force_size' : ''}`, async () => {
+        const size = 6 * MiB;
+        const raw = fresh('raw');
+        const data = pattern(size, 3);
+        await writeFile(raw, data);
+        const path = fresh('vhd');
+        const opts = `subformat=${subformat}${forceSize ? ',force_size=on' : ''}`;
+        await qemuImg('convert', '-f', 'raw', '-O', 'vpc', '-o', opts, raw, path);
+        const disk = await VirtualDisk.open(path, { readOnly: true });
+        expect(disk.info().type).toBe(subformat);
+        if (forceSize) expect(disk.size).toBe(size);
+        else expect(disk.size).toBeGreaterThanOrEqual(size); // qemu rounds up to the CHS geometry
+        const got = await disk.read(0, disk.size);
+        expect(got.subarray(0, size).equals(data)).toBe(true);
+        expect(got.subarray(size).every((b) => b === 0)).toBe(true);
+        await disk.close();
+      });
+    }
+  }
+
+  it('xenode writes into an empty dynamic VHD made by qemu-img create, and qemu reads it back', async () => {
+    const path = fresh('vhd');
+    await qemuImg('create', '-f', 'vpc', '-o', 'subformat=dynamic,force_size=on', path, String(5 * MiB));
+    const disk = await VirtualDisk.open(path);
+    expect(disk.size).toBe(5 * MiB);
+    const data = pattern(5 * MiB, 11);
+    await disk.write(100, data.subarray(100, 4 * MiB + 7));
+    const expected = await disk.read(0, 5 * MiB);
+    await disk.close();
+    const raw = fresh('raw');
+    await qemuImg('convert', '-f', 'vpc', '-O', 'raw', path, raw);
+    expect((await readFile(raw)).equals(expected)).toBe(true);
+  });
+});
