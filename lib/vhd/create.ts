@@ -1,6 +1,6 @@
-import { randomUUID } from 'node:crypto';
-import { type FileHandle, open, rm } from 'node:fs/promises';
-import { basename } from 'node:path';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { type FileHandle, link, open, rename, rm } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import { batBytes, emptyBat } from './bat.js';
 import { BATMAP_HEADER_SIZE, BATMAP_VERSION, batmapChecksum, batmapSectors, encodeBatmapHeader } from './batmap.js';
 import { fsError } from './errors.js';
@@ -65,30 +65,39 @@ export async function writeAll(fh: FileHandle, buf: Buffer, offset: number): Pro
 }
 
 /**
- * Creates the file at `path` (which must not exist) as a new, empty VHD. A sparse image is
- * written front to back: footer copy, header, BAT, batmap, parent locators, end footer.
+ * Writes a new, empty VHD at `path`. The image is written front to back (footer copy,
+ * header, BAT, batmap, parent locators, end footer) into a temporary file beside `path`,
+ * made durable, and only then put in place: with `replace`, renamed over whatever is there
+ * (as qemu-img and vhd-util create do, but atomically: a failure leaves the old file
+ * intact); without, linked in only if `path` does not exist (EEXIST otherwise).
  */
-export async function writeNewImage(path: string, spec: NewImageSpec): Promise<void> {
+export async function writeNewImage(path: string, spec: NewImageSpec, replace = false): Promise<void> {
+  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
   let fh: FileHandle;
   try {
-    fh = await open(path, 'wx');
+    fh = await open(tmp, 'wx');
   } catch (err) {
     throw fsError(err, 'vhd.create', path);
   }
   try {
-    if (spec.type === 'fixed') {
-      await fh.truncate(spec.size);
-      await writeAll(fh, encodeFooter(newFooter(spec.size, DiskType.fixed, NO_DATA_OFFSET)), spec.size);
-    } else {
-      await writeSparse(fh, path, spec);
+    try {
+      if (spec.type === 'fixed') {
+        await fh.truncate(spec.size);
+        await writeAll(fh, encodeFooter(newFooter(spec.size, DiskType.fixed, NO_DATA_OFFSET)), spec.size);
+      } else {
+        await writeSparse(fh, path, spec);
+      }
+      await fh.datasync();
+    } finally {
+      await fh.close();
     }
-    await fh.datasync();
+    if (replace) await rename(tmp, path);
+    else await link(tmp, path);
   } catch (err) {
-    await fh.close();
-    await rm(path, { force: true });
     throw fsError(err, 'vhd.create', path);
+  } finally {
+    await rm(tmp, { force: true });
   }
-  await fh.close();
 }
 
 async function writeSparse(fh: FileHandle, path: string, spec: NewImageSpec): Promise<void> {

@@ -18,6 +18,13 @@ export interface CreateDiskOptions {
   size: number;
   /** `dynamic` grows as blocks are written; `fixed` allocates the whole size up front. */
   type: 'dynamic' | 'fixed';
+  /**
+   * Replace a file already at `path` (default `true`, as `qemu-img create` and
+   * `vhd-util create` do). The replacement is atomic: the new image is written beside it
+   * and renamed over it, so a failed create leaves the old file as it was. `false` fails
+   * with `EEXIST` instead.
+   */
+  overwrite?: boolean;
 }
 
 /** Options of {@link VirtualDisk.open}. */
@@ -104,14 +111,15 @@ export class VirtualDisk {
     return this.image.size;
   }
 
-  /** Creates a new, empty disk at `path` (which must not exist) and opens it for writing. */
+  /** Creates a new, empty disk at `path` (replacing a file there unless `overwrite: false`) and opens it for writing. */
   static async create(path: string, options: CreateDiskOptions): Promise<VirtualDisk> {
     if (typeof path !== 'string' || path === '') throw new TypeError('path must be a non-empty string');
-    const { size, type } = options ?? {};
+    const { size, type, overwrite } = options ?? {};
+    if (overwrite !== undefined && typeof overwrite !== 'boolean') throw new TypeError('overwrite must be a boolean');
     if (type !== 'dynamic' && type !== 'fixed') throw new TypeError(`type must be 'dynamic' or 'fixed', got ${String(type)}`);
     if (!Number.isSafeInteger(size) || size <= 0 || size % 512 !== 0) throw new RangeError(`size must be a positive multiple of 512, got ${size}`);
     if (size > MAX_DISK_SIZE) throw vhdError('VHD_TOO_LARGE', `size ${size} exceeds the 2040 GiB VHD limit`, resolve(path), 'vhd.create');
-    await writeNewImage(resolve(path), { size, type, blockSize: DEFAULT_BLOCK_SIZE });
+    await writeNewImage(resolve(path), { size, type, blockSize: DEFAULT_BLOCK_SIZE }, overwrite ?? true);
     return VirtualDisk.open(path);
   }
 

@@ -1,6 +1,6 @@
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { VirtualDisk, XenError } from '../../lib/index.js';
@@ -78,8 +78,25 @@ describe('VirtualDisk.create / open', () => {
     const disk = await VirtualDisk.create(path, { size: MiB, type: 'dynamic' });
     await expect(disk.read(MiB - 1, 2)).rejects.toThrow(RangeError);
     await expect(disk.write(-1, Buffer.alloc(1))).rejects.toThrow(RangeError);
-    await expect(VirtualDisk.create(path, { size: MiB, type: 'dynamic' })).rejects.toMatchObject({ code: 'EEXIST', path });
+    await expect(VirtualDisk.create(path, { size: MiB, type: 'dynamic', overwrite: false })).rejects.toMatchObject({ code: 'EEXIST', path });
+    await expect(VirtualDisk.create(path, { size: MiB, type: 'dynamic', overwrite: 1 as unknown as boolean })).rejects.toThrow(TypeError);
     await disk.close();
+  });
+
+  it('replaces an existing file atomically by default, and keeps it with overwrite: false', async () => {
+    const path = fresh();
+    const old = await VirtualDisk.create(path, { size: MiB, type: 'dynamic' });
+    await old.write(0, Buffer.from('old data'));
+    await old.close();
+    await expect(VirtualDisk.create(path, { size: 2 * MiB, type: 'fixed', overwrite: false })).rejects.toMatchObject({ code: 'EEXIST' });
+    const kept = await VirtualDisk.open(path, { readOnly: true });
+    expect((await kept.read(0, 8)).toString()).toBe('old data');
+    await kept.close();
+    const fresh2 = await VirtualDisk.create(path, { size: 2 * MiB, type: 'fixed' });
+    expect(fresh2.info()).toMatchObject({ size: 2 * MiB, type: 'fixed' });
+    expect((await fresh2.read(0, 8)).equals(Buffer.alloc(8))).toBe(true);
+    await fresh2.close();
+    expect((await readdir(dirname(path))).filter((f) => f.endsWith('.tmp'))).toEqual([]);
   });
 
   it('refuses writes when open read-only', async () => {
