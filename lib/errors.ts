@@ -1,4 +1,5 @@
 import { constants } from 'node:os';
+import type { VhdErrorCode } from './vhd/errors.js';
 
 /**
  * Every code a {@link XenError} may carry. Each one has a heading in docs/errors.md.
@@ -29,17 +30,7 @@ export type XenErrorCode =
   | 'XEN_UNAVAILABLE'
   | 'XEN_CLOSED'
   | 'XEN_PROTOCOL'
-  | 'VHD_BAD_FOOTER'
-  | 'VHD_BAD_HEADER'
-  | 'VHD_BAD_CHECKSUM'
-  | 'VHD_BAD_BAT'
-  | 'VHD_TRUNCATED'
-  | 'VHD_PARENT_MISSING'
-  | 'VHD_PARENT_MISMATCH'
-  | 'VHD_PARENT_CYCLE'
-  | 'VHD_TOO_LARGE'
-  | 'VHD_CHAIN_TOO_DEEP'
-  | 'VHD_READ_ONLY'
+  | VhdErrorCode
   | (string & {});
 
 /** Details a {@link XenError} may carry about what it concerns. */

@@ -8,6 +8,7 @@
  */
 export { connect, Xen, type ConnectOptions, type BackendChoice } from './xen.js';
 export { XenError, type XenErrorCode, type XenErrorDetails } from './errors.js';
+export type { VhdErrorCode } from './vhd/errors.js';
 export {
   XenStore,
   XenStoreTransaction,
