@@ -6,6 +6,7 @@
 import { debuglog } from 'node:util';
 import type { XenStoreConnection, XsPermission } from '../backend.js';
 import { XenError } from '../errors.js';
+import { invokeCallback } from '../callback.js';
 import type { NativeAddon, RawXenError, XsHandle } from './addon.js';
 import { fromNative } from './errors.js';
 
@@ -124,16 +125,7 @@ export class NativeXenStoreConnection implements XenStoreConnection {
   }
 
   private dispatch(path: string, token: string): void {
-    const handler = this.onWatchEvent;
-    if (handler === undefined) return;
-    try {
-      handler(path, token);
-    } catch (err) {
-      // A throwing handler is the caller's bug: surface it, but keep delivering events.
-      process.nextTick(() => {
-        throw err;
-      });
-    }
+    invokeCallback(this.onWatchEvent, path, token);
   }
 
   private disconnected(raw: RawXenError): void {
@@ -142,14 +134,6 @@ export class NativeXenStoreConnection implements XenStoreConnection {
     debug('xenstore connection lost: %s', raw.message);
     // Callers now get `lost` without reaching the addon, which can let go of the handle.
     void this.release();
-    const handler = this.onDisconnect;
-    if (handler === undefined) return;
-    try {
-      handler(this.lost);
-    } catch (err) {
-      process.nextTick(() => {
-        throw err;
-      });
-    }
+    invokeCallback(this.onDisconnect, this.lost);
   }
 }

@@ -11,6 +11,7 @@ import type { Duplex } from 'node:stream';
 import { debuglog } from 'node:util';
 import type { XenStoreConnection } from '../backend.js';
 import { XenError, closedError } from '../errors.js';
+import { invokeCallback } from '../callback.js';
 import { FrameWriter } from './frame-writer.js';
 import {
   HEADER_SIZE,
@@ -383,16 +384,7 @@ class WireConnection implements XenStoreConnection {
       this.protocolError(`xenstored sent a malformed XS_WATCH_EVENT ${JSON.stringify(payload.toString('latin1'))}`);
       return;
     }
-    const handler = this.onWatchEvent;
-    if (handler === undefined) return;
-    try {
-      handler(path, token);
-    } catch (err) {
-      // A throwing handler is the caller's bug: surface it, but keep reading replies.
-      process.nextTick(() => {
-        throw err;
-      });
-    }
+    invokeCallback(this.onWatchEvent, path, token);
   }
 
   /** The stream can no longer be trusted: fail everything and drop it. */
@@ -411,15 +403,7 @@ class WireConnection implements XenStoreConnection {
     this.out.stop();
     this.failAll(() => reason);
     this.stream.destroy();
-    const handler = this.onDisconnect;
-    if (handler === undefined) return;
-    try {
-      handler(reason);
-    } catch (err) {
-      process.nextTick(() => {
-        throw err;
-      });
-    }
+    invokeCallback(this.onDisconnect, reason);
   }
 
   private failAll(errorFor: (p: Pending) => Error): void {
