@@ -41,3 +41,11 @@ export {
   type CreateDiskOptions,
   type OpenDiskOptions,
 } from './vhd/disk.js';
+export type {
+  DiskConfig,
+  DomainAction,
+  DomainConfig,
+  DomainType,
+  NicConfig,
+  PciConfig,
+} from './config/domain-config.js';
