@@ -8,6 +8,7 @@ import type { VhdErrorCode } from './vhd/errors.js';
  * - `XEN_UNAVAILABLE`: the native backend cannot load a Xen library or the addon;
  * - `XEN_CLOSED`: the handle was closed before or while the operation ran;
  * - `XEN_PROTOCOL`: a peer sent something the XenStore wire protocol does not allow;
+ * - `XEN_INVALID_CONFIG`: a domain configuration (object or xl.cfg text) is wrong (`field` names what);
  * - `VHD_…`: a fault in a VHD disk image, or a use of one its state forbids (`path` names the file).
  */
 export type XenErrorCode =
@@ -30,6 +31,7 @@ export type XenErrorCode =
   | 'XEN_UNAVAILABLE'
   | 'XEN_CLOSED'
   | 'XEN_PROTOCOL'
+  | 'XEN_INVALID_CONFIG'
   | VhdErrorCode
   | (string & {});
 
@@ -47,6 +49,10 @@ export interface XenErrorDetails {
   errno?: number;
   /** The underlying error, if any. */
   cause?: unknown;
+  /** For `XEN_INVALID_CONFIG`: the configuration field at fault, e.g. `memory` or `disks[1].vdev`. */
+  field?: string;
+  /** For `XEN_INVALID_CONFIG` from xl.cfg text: the 1-based line at fault. */
+  line?: number;
 }
 
 const errnoByName = constants.errno as Record<string, number>;
@@ -81,6 +87,10 @@ export class XenError extends Error {
   readonly domid: number | undefined;
   /** The event channel port concerned. */
   readonly port: number | undefined;
+  /** The configuration field concerned (`XEN_INVALID_CONFIG`). */
+  readonly field: string | undefined;
+  /** The xl.cfg line concerned (`XEN_INVALID_CONFIG`). */
+  readonly line: number | undefined;
 
   constructor(code: XenErrorCode, message: string, details: XenErrorDetails = {}) {
     super(message, details.cause === undefined ? undefined : { cause: details.cause });
@@ -91,6 +101,8 @@ export class XenError extends Error {
     this.path = details.path;
     this.domid = details.domid;
     this.port = details.port;
+    this.field = details.field;
+    this.line = details.line;
   }
 
   /** Builds an error from an errno name such as `ENOENT`, with a message naming op and path. */

@@ -60,6 +60,10 @@ export interface NicConfig {
   rate?: string;
   /** Queues for multi-queue netback/netfront; the backend's maximum when absent. */
   queues?: number;
+  /** `vif` (PV only) or `ioemu` (emulated plus PV) (xl `type`); chosen by the toolstack when absent. Added for xl.cfg. */
+  type?: 'vif' | 'ioemu';
+  /** MTU of the backend interface (xl `mtu`); the bridge's when absent. Added for xl.cfg. */
+  mtu?: number;
 }
 
 /** A PCI device passed through to the guest, SR-IOV virtual functions included. */
@@ -76,6 +80,8 @@ export interface PciConfig {
   msitranslate?: boolean;
   /** Power management pass-through (xl `power_mgmt`). */
   powerMgmt?: boolean;
+  /** Reserved device memory policy (xl `rdm_policy`), HVM on x86. Added for xl.cfg. */
+  rdmPolicy?: 'strict' | 'relaxed';
 }
 
 /**
@@ -110,6 +116,11 @@ export interface DomainConfig {
   maxVcpus?: number;
   /** Physical CPUs the vCPUs may run on (xl `cpus`), e.g. `"0-3,^1"` or `[0, 2]`. */
   cpus?: string | number[];
+  /**
+   * Per-vCPU hard affinity: entry `i` is the CPU list (`"2"`, `"3-8,^5"`) of vCPU `i`, as xl
+   * `cpus` given as a list. Exclusive with `cpus`. Added for xl.cfg.
+   */
+  vcpuAffinity?: string[];
   /** Guest kernel in dom0's file system (PV, PVH direct boot). */
   kernel?: string;
   /** Initial ramdisk. */
