@@ -76,8 +76,13 @@ function nicToLibxl(n: NicConfig): LibxlDeviceNic {
 
 function pciToLibxl(p: PciConfig): LibxlDevicePci {
   const bdf = parseBdf(p.bdf);
-  const out: LibxlDevicePci = { func: bdf.func === '*' ? 0 : bdf.func, dev: bdf.dev, bus: bdf.bus, domain: bdf.domain };
-  if (p.vslot !== undefined) out.vdevfn = p.vslot << 3;
+  // Zero is libxl's default for these and its writer leaves them out; so does this one.
+  const out: LibxlDevicePci = {};
+  if (bdf.func !== '*' && bdf.func !== 0) out.func = bdf.func;
+  if (bdf.dev !== 0) out.dev = bdf.dev;
+  if (bdf.bus !== 0) out.bus = bdf.bus;
+  if (bdf.domain !== 0) out.domain = bdf.domain;
+  if (p.vslot) out.vdevfn = p.vslot << 3;
   out.vfunc_mask = bdf.func === '*' ? PCI_FUNC_ALL : 1;
   if (p.msitranslate) out.msitranslate = true;
   if (p.powerMgmt) out.power_mgmt = true;

@@ -103,9 +103,18 @@ export interface Rate {
   intervalUsecs: number;
 }
 
+/** An unsigned number as C's strtoull(…, 0) reads the digits xl allows: a leading 0 means octal. */
+function cNumber(digits: string, what: string): bigint {
+  if (digits.length > 1 && digits.startsWith('0')) {
+    if (!/^[0-7]+$/.test(digits)) throw new Error(`${what}: "${digits}" starts with 0, so it is octal, but has a digit 8 or 9`);
+    return BigInt(`0o${digits.slice(1)}`);
+  }
+  return BigInt(digits);
+}
+
 /**
  * Reads an xl rate (`10Mb/s`, `1MB/s@20ms`) exactly as libxlutil's xlu_vif_parse_rate
- * does: decimal units (K = 1000), `b` for bits, a replenishment interval in s, ms or us
+ * does: numbers as C reads them (a leading 0 is octal), decimal units (K = 1000), `b` for bits, a replenishment interval in s, ms or us
  * (default 50 ms), and bytes per interval rounded down.
  */
 export function parseRate(text: string): Rate {
@@ -113,7 +122,7 @@ export function parseRate(text: string): Rate {
   if (extra !== undefined) throw new Error(`rate "${text}" has more than one @`);
   const m = /^(\d+)([GMK]?)([Bb])\/s$/.exec(amount ?? '');
   if (!m) throw new Error(`rate "${text}" is not of the form N[GMK]{B,b}/s[@INTERVAL]`);
-  let perSec = BigInt(m[1] as string);
+  let perSec = cNumber(m[1] as string, 'rate');
   if (perSec === 0n || perSec > 0xffffffffn) throw new Error(`rate "${text}" is zero or too large`);
   perSec *= { G: 1_000_000_000n, M: 1_000_000n, K: 1000n, '': 1n }[m[2] as 'G' | 'M' | 'K' | ''];
   if (m[3] === 'b') perSec /= 8n;
@@ -121,7 +130,7 @@ export function parseRate(text: string): Rate {
   if (interval !== undefined) {
     const i = /^(\d+)([mu]?)s?$/.exec(interval);
     if (!i) throw new Error(`replenishment interval "${interval}" is not of the form N[s|ms|us]`);
-    usecs = BigInt(i[1] as string);
+    usecs = cNumber(i[1] as string, 'replenishment interval');
     if (usecs === 0n || usecs > 0xffffffffn) throw new Error(`replenishment interval "${interval}" is zero or too large`);
     usecs *= i[2] === 'm' ? 1000n : i[2] === 'u' ? 1n : 1_000_000n;
     if (usecs > 0xffffffffn) throw new Error(`replenishment interval "${interval}" is too large`);

@@ -69,6 +69,7 @@ function checkName(name: unknown): void {
   const n = name as string;
   check(n.length > 0, 'name', 'must not be empty');
   check(n.length <= 64, 'name', `at most 64 characters, got ${n.length}`);
+  // eslint-disable-next-line no-control-regex -- control characters are exactly what is refused
   check(!/[\s\x00-\x1f\x7f/'"\\]/.test(n), 'name', `must not contain whitespace, control characters, / \\ or quotes, got ${show(n)}`);
   check(!/^\d+$/.test(n), 'name', `must not be all digits (xl would read it as a domid), got ${show(n)}`);
   check(n !== 'Domain-0', 'name', 'Domain-0 is the name of dom0');
@@ -176,6 +177,7 @@ function checkPci(v: unknown, i: number, seen: Map<string, number>): void {
     if (err instanceof XenError) throw err;
     throw configError(`${f}.bdf`, (err as Error).message);
   }
+  // A PCI slot is 5 bits; libxlutil 4.17 refuses vslot=20 (hex, so 0x20) although its man page shows it.
   if (p.vslot !== undefined) check(Number.isSafeInteger(p.vslot) && (p.vslot as number) >= 0 && (p.vslot as number) <= 0x1f, `${f}.vslot`, `expected a slot from 0 to 0x1f, got ${show(p.vslot)}`);
   for (const key of ['permissive', 'seize', 'msitranslate', 'powerMgmt'] as const) optBool(p, key, `${f}.${key}`);
   optOneOf(p, 'rdmPolicy', `${f}.rdmPolicy`, ['strict', 'relaxed']);

@@ -248,7 +248,7 @@ export function parsePciSpec(spec: string, defaults: PciDefaults): PciConfig {
   if (bdf === undefined) throw new Error(`no BDF in "${spec}"`);
   const out: PciConfig = { bdf: formatBdf(parseBdf(bdf)) };
   if (vslot !== undefined && vslot !== '') {
-    if (!/^(0x)?[0-9a-fA-F]{1,2}$/.test(vslot)) throw new Error(`vslot "${vslot}" is not a hexadecimal slot number`);
+    if (!/^(0x)?[0-9a-fA-F]{1,2}$/.test(vslot) || parseInt(vslot, 16) > 0x1f) throw new Error(`vslot "${vslot}" is not a hexadecimal slot number from 0 to 1f`);
     out.vslot = parseInt(vslot, 16);
   }
   for (const key of ['permissive', 'msitranslate', 'seize', 'powerMgmt'] as const) if (pci[key]) out[key] = true;

@@ -1,0 +1,158 @@
+/**
+ * libxl's own parsers judge xenode's configuration code: the JSON toLibxlConfig makes must
+ * be accepted by libxl_domain_config_from_json with every field surviving (libxl silently
+ * drops a field whose JSON type is wrong, so "accepted" alone proves little), the enum
+ * names in the generated types must be libxl's, and the xl.cfg reader must agree with
+ * libxlutil on the cfg syntax and on disk, pci and rate specs.
+ *
+ * Runs test/fixtures/libxl-check.c; needs cc and libxen-dev (a failure when CI=true).
+ */
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import type { DomainConfig } from '../../lib/index.js';
+import { LIBXL_ENUMS, type LibxlDeviceDisk, type LibxlDevicePci, type LibxlDomainConfig } from '../../lib/config/libxl-types.gen.js';
+import { fromLibxlConfig, toLibxlConfig } from '../../lib/config/libxl-json.js';
+import { parseRate } from '../../lib/config/syntax.js';
+import { parseDiskSpec, parsePciSpec } from '../../lib/config/xlcfg-devices.js';
+import { parseXlSyntax, type XlValue } from '../../lib/config/xlcfg-syntax.js';
+import { arbConfig, canonical } from '../helpers/domain-config-arb.js';
+import { buildLibxlCheck, hasLibxlHeaders, libxlCheck } from '../helpers/libxl-check.js';
+import { requireTool } from '../helpers/tools.js';
+
+const ready = requireTool('cc') && requireTool('libxenlight', hasLibxlHeaders, { aptPackage: 'libxen-dev' });
+const corpus = join(import.meta.dirname, '..', 'fixtures', 'xlcfg');
+
+/** Every leaf of `mine` is in `theirs` with the same value. */
+function expectSurvives(mine: unknown, theirs: unknown, path = '$'): void {
+  if (Array.isArray(mine)) {
+    expect(Array.isArray(theirs), path).toBe(true);
+    expect((theirs as unknown[]).length, path).toBe(mine.length);
+    mine.forEach((v, i) => expectSurvives(v, (theirs as unknown[])[i], `${path}[${i}]`));
+  } else if (typeof mine === 'object' && mine !== null) {
+    expect(typeof theirs, path).toBe('object');
+    for (const [k, v] of Object.entries(mine)) expectSurvives(v, (theirs as Record<string, unknown>)[k], `${path}.${k}`);
+  } else {
+    expect(theirs, path).toEqual(mine);
+  }
+}
+
+const samples: Record<string, DomainConfig> = {
+  pv: { name: 'pv1', type: 'pv', memory: 512, maxMemory: 1024, vcpus: 2, maxVcpus: 4, kernel: '/boot/vmlinuz', ramdisk: '/boot/initrd.img', cmdline: 'root=/dev/xvda1 ro', uuid: '3f1b7d4c-2a5e-4e8b-9c1d-0a2b3c4d5e6f' },
+  pvBootloader: { name: 'pv2', type: 'pv', memory: 256, vcpus: 1, bootloader: 'pygrub', onReboot: 'destroy', onCrash: 'coredump-restart', onWatchdog: 'preserve', onPoweroff: 'rename-restart' },
+  pvh: { name: 'pvh1', type: 'pvh', memory: 1024, vcpus: 2, cpus: '0-3,^1', kernel: '/boot/vmlinuz', onSoftReset: 'destroy' },
+  hvm: { name: 'hvm1', type: 'hvm', memory: 4096, vcpus: 4, vcpuAffinity: ['2', '3', '4-5', '6-7'] },
+  disks: {
+    name: 'disks', type: 'hvm', memory: 1024, vcpus: 1,
+    disks: [
+      { target: '/srv/a.img', vdev: 'hda' },
+      { target: '/srv/b.qcow2', vdev: 'hdb', format: 'qcow2', access: 'ro', backendType: 'qdisk' },
+      { target: '', vdev: 'hdc', devtype: 'cdrom' },
+      { target: '/srv/tools.iso', vdev: 'hdd', devtype: 'cdrom' },
+      { target: '/dev/vg/x', vdev: 'xvde', backendType: 'phy', backendDomain: 'storage', script: 'block-drbd' },
+    ],
+  },
+  nics: {
+    name: 'nics', type: 'pv', memory: 512, vcpus: 1, kernel: '/k',
+    nics: [
+      { mac: '00:16:3e:00:00:01', bridge: 'xenbr0', vifname: 'nics.0', script: 'vif-bridge', ip: '192.0.2.1 2001:db8::1', rate: '10Mb/s@20ms', mtu: 9000 },
+      { type: 'ioemu', model: 'e1000', backendDomain: 'netdom', rate: '1GB/s' },
+      { type: 'vif' },
+    ],
+  },
+  pci: {
+    name: 'pci', type: 'hvm', memory: 2048, vcpus: 2,
+    pcis: [
+      { bdf: '0000:03:00.0', vslot: 8, permissive: true, msitranslate: true },
+      { bdf: '0000:03:10.*', seize: true, powerMgmt: true },
+      { bdf: '0001:05:00.1', rdmPolicy: 'relaxed' },
+    ],
+  },
+};
+
+describe.skipIf(!ready)("libxl's parser accepts xenode's JSON", () => {
+  const bin = ready ? buildLibxlCheck() : '';
+
+  it('knows every enum value by the name libxl gives it', () => {
+    for (const [name, values] of Object.entries(LIBXL_ENUMS)) {
+      const entries = Object.entries(values);
+      expect(libxlCheck(bin, ['enum', name, ...entries.map(([, v]) => String(v))]), name).toEqual(entries.map(([k]) => k));
+    }
+  });
+
+  it.each(Object.entries(samples))('keeps every field of the %s config', (_name, config) => {
+    const mine = toLibxlConfig(config);
+    const theirs = libxlCheck(bin, ['config'], JSON.stringify(mine)) as LibxlDomainConfig;
+    expectSurvives(mine, theirs);
+    expect(fromLibxlConfig(theirs)).toEqual(canonical(config));
+  });
+
+  it('keeps every field of generated configs', () => {
+    fc.assert(fc.property(arbConfig, (config) => {
+      const mine = toLibxlConfig(config);
+      const theirs = libxlCheck(bin, ['config'], JSON.stringify(mine)) as LibxlDomainConfig;
+      expectSurvives(mine, theirs);
+      expect(fromLibxlConfig(theirs)).toEqual(canonical(config));
+    }), { numRuns: 40 });
+  });
+
+  it('rejects what libxl rejects: a wrong enum name', () => {
+    const json = { ...toLibxlConfig(samples.pv as DomainConfig), on_reboot: 'reboot' };
+    expect(() => libxlCheck(bin, ['config'], JSON.stringify(json))).toThrow();
+  });
+});
+
+const wrap = (extra: Partial<LibxlDomainConfig>): LibxlDomainConfig => ({ c_info: { type: 'hvm', name: 'x' }, b_info: { max_memkb: 1024, target_memkb: 1024, max_vcpus: 1, avail_vcpus: [0] }, ...extra });
+
+describe.skipIf(!ready)('the xl.cfg reader agrees with libxlutil', () => {
+  const bin = ready ? buildLibxlCheck() : '';
+
+  const diskSpecs = [
+    '/dev/vg/guest-volume,,hda', '/dev/vg/guest-volume,raw,hda,rw', 'format=raw, vdev=hda, access=rw, target=/dev/vg/guest-volume',
+    'raw:/dev/vg/guest-volume,hda,w', '/root/image.iso,,hdc,cdrom', '/root/image.iso,,hdc,,cdrom', '/root/image.iso,raw,hdc,devtype=cdrom',
+    'format=raw, vdev=hdc, access=ro, devtype=cdrom, target=/root/image.iso', 'raw:/root/image.iso,hdc:cdrom,ro', ',hdc:cdrom,r',
+    'phy:/dev/vg/x,xvda,w', 'file:/srv/img,xvda1,w', 'tap:aio:/srv/img,xvda,w', 'tap:qcow2:/srv/img.qcow2,xvdb,r', 'qcow2:/img,xvda,w',
+    'iscsi:iqn.2001-05.com.example:disk,xvda,w', '/img,qcow2,xvda', 'vdev=xvda,target=/img,with,comma', '/dev/sdb,,xvdb,r',
+    'backend=dd,script=block-x,/i,,xvdc', 'backendtype=qdisk,/i.vhd,vhd,xvdd,w', 'discard,/i,,xvdd', '  /spaced,  raw,  xvde',
+  ];
+  const badDiskSpecs = ['/img,xvda,w', 'xvda', '/img,vmdk,xvda', '/img,,xvda,rx', 'foo:/img,xvda,w', 'vdev=xvda'];
+
+  it.each(diskSpecs)('reads disk %j like xlu_disk_parse', (spec) => {
+    const [theirs] = libxlCheck(bin, ['disk', spec]) as [LibxlDeviceDisk];
+    const mine = parseDiskSpec(spec, () => {});
+    expect(mine).toEqual(fromLibxlConfig(wrap({ disks: [theirs] })).disks?.[0]);
+  });
+
+  it.each(badDiskSpecs)('rejects disk %j like xlu_disk_parse', (spec) => {
+    expect(() => libxlCheck(bin, ['disk', spec])).toThrow();
+    expect(() => parseDiskSpec(spec, () => {})).toThrow();
+  });
+
+  const pciSpecs = ['0000:03:00.0', '03:00.1', '03:00.*', '36:00.0@1f,seize=1', '36:00.0,vslot=10,seize=1', 'bdf=36:00.0,vslot=0x10,seize=1', '0001:05:1f.7,permissive=1,msitranslate=1,power_mgmt=1,rdm_policy=relaxed'];
+
+  it.each(pciSpecs)('reads pci %j like xlu_pci_parse_spec_string', (spec) => {
+    const [theirs] = libxlCheck(bin, ['pci', spec]) as [LibxlDevicePci];
+    expect(parsePciSpec(spec, {})).toEqual(fromLibxlConfig(wrap({ pcidevs: [theirs] })).pcis?.[0]);
+  });
+
+  // The first is xl-pci-configuration(5)'s own example, which libxlutil 4.17 refuses (slot 0x20 > 0x1f).
+  it.each(['36:00.0@20,seize=1', '36:00.0,vslot=0x20', '03:00', '03:00.8'])('rejects pci %j like xlu_pci_parse_spec_string', (spec) => {
+    expect(() => libxlCheck(bin, ['pci', spec])).toThrow();
+    expect(() => parsePciSpec(spec, {})).toThrow();
+  });
+
+  it('reads rates like xlu_vif_parse_rate', () => {
+    const rates = ['10Mb/s', '1MB/s@20ms', '100KB/s@1s', '5GB/s', '123B/s@250us', '1Gb/s@3', '7Kb/s@010ms'];
+    const theirs = libxlCheck(bin, ['rate', ...rates]) as { rate_bytes_per_interval: number; rate_interval_usecs: number }[];
+    expect(rates.map(parseRate)).toEqual(theirs.map((t) => ({ bytesPerInterval: t.rate_bytes_per_interval, intervalUsecs: t.rate_interval_usecs })));
+  });
+
+  it.each(readdirSync(corpus))('reads the syntax of %s like xlu_cfg_readdata', (file) => {
+    const text = readFileSync(join(corpus, file), 'utf8');
+    const settings = parseXlSyntax(text);
+    const flat = (v: XlValue): unknown => (v.kind === 'list' ? v.items.map((i) => (i.kind === 'list' ? null : i.text)) : v.text);
+    const theirs = libxlCheck(bin, ['cfg', ...settings.map((s) => s.key)], text);
+    expect(Object.fromEntries(settings.map((s) => [s.key, flat(s.value)]))).toEqual(theirs);
+  });
+});
