@@ -49,3 +49,14 @@ export type {
   NicConfig,
   PciConfig,
 } from './config/domain-config.js';
+export { validateDomainConfig } from './config/validate.js';
+export {
+  parseXlConfig,
+  readXlConfig,
+  formatXlConfig,
+  type ParseXlConfigOptions,
+  type XlConfigResult,
+  type XlConfigWarning,
+} from './config/xlcfg.js';
+export { toLibxlConfig, fromLibxlConfig } from './config/libxl-json.js';
+export * as libxl from './config/libxl-types.gen.js';
