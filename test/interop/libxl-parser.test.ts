@@ -16,6 +16,7 @@ import { LIBXL_ENUMS, LIBXL_STRUCTS, type LibxlFieldKind, type LibxlDeviceDisk, 
 import { fromLibxlConfig, toLibxlConfig } from '../../lib/config/libxl-json.js';
 import { parseRate } from '../../lib/config/syntax.js';
 import { parseDiskSpec, parsePciSpec } from '../../lib/config/xlcfg-devices.js';
+import { formatXlConfig, parseXlConfig } from '../../lib/config/xlcfg.js';
 import { parseXlSyntax, type XlValue } from '../../lib/config/xlcfg-syntax.js';
 import { arbConfig, canonical } from '../helpers/domain-config-arb.js';
 import { buildLibxlCheck, hasLibxlHeaders, libxlCheck } from '../helpers/libxl-check.js';
@@ -209,5 +210,38 @@ describe.skipIf(!ready)('the generated types match libxl for every struct', () =
     const mine = sampleFields((LIBXL_STRUCTS[name] as { fields: Record<string, LibxlFieldKind> }).fields, 0);
     const theirs = libxlCheck(bin, ['struct', name], JSON.stringify(mine));
     expectSurvives(mine, theirs);
+  });
+});
+
+describe.skipIf(!ready)('libxlutil reads what formatXlConfig writes', () => {
+  const bin = ready ? buildLibxlCheck() : '';
+  const keys = ['name', 'type', 'uuid', 'memory', 'maxmem', 'vcpus', 'maxvcpus', 'cpus', 'kernel', 'ramdisk', 'cmdline', 'bootloader', 'disk', 'vif', 'pci', 'on_poweroff', 'on_reboot', 'on_crash', 'on_watchdog', 'on_soft_reset'];
+
+  function check(config: DomainConfig): void {
+    const text = formatXlConfig(config);
+    const got = libxlCheck(bin, ['cfg', ...keys], text) as Record<string, string | string[]>;
+    expect(got.name).toBe(config.name);
+    expect(got.type).toBe(config.type);
+    expect(Number(got.memory)).toBe(config.memory);
+    expect(got.maxmem === undefined ? undefined : Number(got.maxmem)).toBe(config.maxMemory);
+    expect(Number(got.vcpus)).toBe(config.vcpus);
+    for (const [key, field] of [['kernel', 'kernel'], ['ramdisk', 'ramdisk'], ['cmdline', 'cmdline'], ['bootloader', 'bootloader'], ['uuid', 'uuid']] as const) {
+      expect(got[key], key).toBe(config[field]);
+    }
+    const disks = (got.disk ?? []) as string[];
+    const theirDisks = disks.length ? (libxlCheck(bin, ['disk', ...disks]) as LibxlDeviceDisk[]) : [];
+    expect(fromLibxlConfig(wrap({ disks: theirDisks })).disks).toEqual(config.disks);
+    const pcis = (got.pci ?? []) as string[];
+    const theirPcis = pcis.length ? (libxlCheck(bin, ['pci', ...pcis]) as LibxlDevicePci[]) : [];
+    expect(fromLibxlConfig(wrap({ pcidevs: theirPcis })).pcis).toEqual(config.pcis);
+    const vifs = (got.vif ?? []) as string[];
+    expect(vifs.length).toBe(config.nics?.length ?? 0);
+    expect(parseXlConfig(text)).toEqual(config);
+  }
+
+  it.each(Object.entries(samples))('for the %s config', (_name, config) => check(config));
+
+  it('for generated configs', () => {
+    fc.assert(fc.property(arbConfig, (config) => check(config)), { numRuns: 30 });
   });
 });
