@@ -47,13 +47,15 @@ function lex(text: string): Token[] {
       i++;
     } else if (ch === '#') {
       while (i < text.length && text[i] !== '\n') i++;
-    } else if (/[A-Za-z_]/.test(ch)) {
-      const m = /^[A-Za-z_][A-Za-z0-9_]*/.exec(text.slice(i)) as RegExpExecArray;
+    } else if (/[a-z]/.test(ch)) {
+      // libxlutil's lexer: keys are lower-case letters, digits, `_` and `.`.
+      const m = /^[a-z][a-z0-9_.]*/.exec(text.slice(i)) as RegExpExecArray;
       out.push({ t: 'ident', text: m[0], line });
       i += m[0].length;
-    } else if (/[0-9.+-]/.test(ch) && !(ch === '+' && text[i + 1] === '=')) {
-      const m = /^[+-]?(0[xX][0-9a-fA-F]+|[0-9]*\.?[0-9]+([eE][+-]?[0-9]+)?|[0-9]+\.)/.exec(text.slice(i));
-      if (!m) throw new XlSyntaxFault(line, `unexpected "${ch}"`);
+    } else if (/[0-9]/.test(ch)) {
+      // A number token is a digit and then lower-case letters and digits (`0x1f`, `0777`);
+      // whether it is a valid number is the key's business, as in xl.
+      const m = /^[0-9][0-9a-z]*/.exec(text.slice(i)) as RegExpExecArray;
       out.push({ t: 'number', text: m[0], line });
       i += m[0].length;
     } else if (ch === '"' || ch === "'") {
@@ -65,20 +67,11 @@ function lex(text: string): Token[] {
         if (c === ch) break;
         if (c === '\\') {
           const e = text[j + 1] ?? '';
-          const oct = /^[0-7]{1,3}/.exec(text.slice(j + 1));
-          const hex = /^x([0-9a-fA-F]{1,2})/.exec(text.slice(j + 1));
-          if (e in ESCAPES) {
-            s += ESCAPES[e];
-            j += 2;
-          } else if (hex) {
-            s += String.fromCharCode(parseInt(hex[1] as string, 16));
-            j += 1 + hex[0].length;
-          } else if (oct) {
-            s += String.fromCharCode(parseInt(oct[0], 8));
-            j += 1 + oct[0].length;
-          } else {
-            throw new XlSyntaxFault(line, `unknown escape \\${e} in string`);
-          }
+          // libxlutil 4.17 also has \x and octal escapes, but mishandles them (it refuses
+          // every \x form and turns "\101" into nothing), so they are refused here.
+          if (!(e in ESCAPES)) throw new XlSyntaxFault(line, `unsupported escape \\${e} in string (use \\n \\t \\r \\\\ \\' \\")`);
+          s += ESCAPES[e];
+          j += 2;
           continue;
         }
         s += c;

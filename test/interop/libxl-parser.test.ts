@@ -245,3 +245,31 @@ describe.skipIf(!ready)('libxlutil reads what formatXlConfig writes', () => {
     fc.assert(fc.property(arbConfig, (config) => check(config)), { numRuns: 30 });
   });
 });
+
+describe.skipIf(!ready)('the xl.cfg lexer agrees with libxlutil on edge cases', () => {
+  const bin = ready ? buildLibxlCheck() : '';
+  const snippets = [
+    'a=0x200', 'a=0xff', 'a=0777', 'a=1e5', 'a=5abc', 'a = "x" # comment', 'a=[]', 'a=[ "1", 2, ]', 'a="x"\na+="y"', 'a=1\na=2',
+    'a.b=1', 'a_9=1', 'a="\\r\\a\\t"', "a='q\\'r'", 'a=1;b=2', 'a=[\n  "x",\n\n  "y"\n]',
+    'a=-1', 'a=1.5', 'a=+5', 'a=.5', 'a=0xFF', 'a=1_000', 'A=1', '_a=1', 'ab-c=1', 'a="x"b="y"', 'a=[,]', 'a=[1,,2]', 'a=abc',
+    "a='x\\qy'", 'a="\\x41"', 'a="\\0"', 'a="unterminated', 'a=',
+  ];
+
+  it.each(snippets)('%j', (text) => {
+    const keys = ['a', 'b', 'a.b', 'a_9', 'A', '_a'];
+    let theirs: unknown;
+    try {
+      theirs = libxlCheck(bin, ['cfg', ...keys], `${text}\n`);
+    } catch {
+      theirs = 'rejected';
+    }
+    let mine: unknown;
+    try {
+      const flat = (v: XlValue): unknown => (v.kind === 'list' ? v.items.map((i) => (i.kind === 'list' ? null : i.text)) : v.text);
+      mine = Object.fromEntries(parseXlSyntax(`${text}\n`).map((s) => [s.key, flat(s.value)]));
+    } catch {
+      mine = 'rejected';
+    }
+    expect(mine).toEqual(theirs);
+  });
+});
