@@ -202,6 +202,25 @@ describe('parseXlConfig', () => {
     }
   });
 
+  it('warns about what it reads but does not apply', () => {
+    const { config, warnings } = readXlConfig('name="x"\nmemory=512\nkernel="/k"\ncmdline="quiet"\nroot="/dev/xvda"\ndisk=[ "discard,/a,,xvda" ]\nvif=[ "bridge=br0,gatewaydev=eth0,colour=red" ]\ncpus="all"\n');
+    expect(config.cmdline).toBe('quiet');
+    expect(config.cpus).toBe('all');
+    expect(warnings.map((w) => [w.line, w.key])).toEqual([[5, 'root'], [6, 'disk'], [7, 'vif'], [7, 'vif']]);
+    expect(warnings[3]?.message).toContain('unknown option colour');
+    expect(toLibxlConfig(config).b_info?.vcpu_hard_affinity).toBeUndefined();
+  });
+
+  it('leaves out nics[].queues, which neither xl nor libxl can express', () => {
+    const c: DomainConfig = { ...base, nics: [{ bridge: 'br0', queues: 4 }] };
+    expect(toLibxlConfig(c).nics).toEqual([{ bridge: 'br0' }]);
+    expect(formatXlConfig(c)).not.toContain('queues');
+  });
+
+  it('refuses to write a device value that a spec string cannot hold', () => {
+    expect(configError(() => formatXlConfig({ ...base, nics: [{ bridge: 'a,b' }] })).field).toBe('nics[0]');
+  });
+
   it('honours xl syntax details: ; separators, += , octal/hex numbers, escapes', () => {
     const c = parseXlConfig('name="ab" ; memory=0x200\nvcpus=010\nkernel=\'/k\'\ncmdline="a\\"b\\tc"\ndisk=["/a,,xvda"]\ndisk+=["/b,,xvdb"]\n', {});
     expect(c).toMatchObject({ name: 'ab', memory: 512, vcpus: 8, cmdline: 'a"b\tc' });
