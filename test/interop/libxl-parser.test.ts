@@ -211,6 +211,15 @@ describe.skipIf(!ready)('the generated types match libxl for every struct', () =
     const theirs = libxlCheck(bin, ['struct', name], JSON.stringify(mine));
     expectSurvives(mine, theirs);
   });
+
+  const unionMembers = readable.flatMap(([name, s]) =>
+    Object.entries(s.fields).filter(([, k]) => k.t === 'object' && k.union !== undefined).map(([key, kind]) => [name, key, kind] as const),
+  );
+
+  it.each(unionMembers.map(([n, k, kind]) => [n, k, kind]))('libxl reads and writes back %s["%s"]', (name, key, kind) => {
+    const mine = { [key]: sample(kind) };
+    expectSurvives(mine, libxlCheck(bin, ['struct', name], JSON.stringify(mine)));
+  });
 });
 
 describe.skipIf(!ready)('libxlutil reads what formatXlConfig writes', () => {
