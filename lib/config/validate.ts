@@ -1,7 +1,7 @@
 import { isIP } from 'node:net';
 import { XenError } from '../errors.js';
 import type { DiskConfig, DomainConfig, NicConfig, PciConfig } from './domain-config.js';
-import { MAC_RE, UUID_RE, parseBdf, parseCpuList, parseRate, vdevDisk } from './syntax.js';
+import { MAC_RE, UUID_RE, parseBdf, parseCpuList, parseRate, vdevDisk, type Bdf } from './syntax.js';
 
 /** The error every configuration fault raises: `XEN_INVALID_CONFIG` naming the field. */
 export function configError(field: string, reason: string, details: { line?: number; path?: string; prefix?: string } = {}): XenError {
@@ -161,23 +161,24 @@ function checkNic(v: unknown, i: number, macs: Map<string, number>): void {
   optOneOf(n, 'type', `${f}.type`, ['vif', 'ioemu']);
 }
 
-function checkPci(v: unknown, i: number, seen: Map<string, number>): void {
+function checkPci(v: unknown, i: number, seen: Map<string, Set<number | '*'>>): void {
   const f = `pcis[${i}]`;
   const p = record(v, f) as Partial<PciConfig> & Record<string, unknown>;
   noUnknown(p, PCI_FIELDS, `${f}.`);
   check(typeof p.bdf === 'string', `${f}.bdf`, `expected a PCI address [DDDD:]BB:DD.F, got ${show(p.bdf)}`);
-  let key: string;
+  let bdf: Bdf;
   try {
-    const b = parseBdf(p.bdf as string);
-    key = `${b.domain}:${b.bus}:${b.dev}`;
-    const other = seen.get(key) ?? seen.get(`${key}.${b.func}`);
-    check(other === undefined && (b.func !== '*' || ![...seen.keys()].some((k) => k.startsWith(`${key}.`))), `${f}.bdf`, `${p.bdf} is already passed through by an earlier entry`);
-    seen.set(b.func === '*' ? key : `${key}.${b.func}`, i);
+    bdf = parseBdf(p.bdf as string);
   } catch (err) {
-    if (err instanceof XenError) throw err;
     throw configError(`${f}.bdf`, (err as Error).message);
   }
-  // A PCI slot is 5 bits; libxlutil 4.17 refuses vslot=20 (hex, so 0x20) although its man page shows it.
+  // A function may be passed through once; `*` (every function) clashes with any of them.
+  const device = `${bdf.domain}:${bdf.bus}:${bdf.dev}`;
+  const funcs = seen.get(device) ?? new Set<number | '*'>();
+  const clash = bdf.func === '*' ? funcs.size > 0 : funcs.has('*') || funcs.has(bdf.func);
+  check(!clash, `${f}.bdf`, `${p.bdf} is already passed through by an earlier entry`);
+  funcs.add(bdf.func);
+  seen.set(device, funcs);
   if (p.vslot !== undefined) check(Number.isSafeInteger(p.vslot) && (p.vslot as number) >= 0 && (p.vslot as number) <= 0x1f, `${f}.vslot`, `expected a slot from 0 to 0x1f, got ${show(p.vslot)}`);
   for (const key of ['permissive', 'seize', 'msitranslate', 'powerMgmt'] as const) optBool(p, key, `${f}.${key}`);
   optOneOf(p, 'rdmPolicy', `${f}.rdmPolicy`, ['strict', 'relaxed']);
@@ -238,7 +239,7 @@ export function validateDomainConfig(config: unknown): asserts config is DomainC
   if (c.disks !== undefined) list(c.disks, 'disks').forEach((d, i) => checkDisk(d, i, vdevs));
   const macs = new Map<string, number>();
   if (c.nics !== undefined) list(c.nics, 'nics').forEach((n, i) => checkNic(n, i, macs));
-  const bdfs = new Map<string, number>();
+  const bdfs = new Map<string, Set<number | '*'>>();
   if (c.pcis !== undefined) list(c.pcis, 'pcis').forEach((p, i) => checkPci(p, i, bdfs));
   for (const key of ['onPoweroff', 'onReboot', 'onCrash', 'onWatchdog', 'onSoftReset']) optOneOf(c, key, key, ACTIONS);
 }

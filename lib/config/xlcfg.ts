@@ -47,8 +47,7 @@ class Reader {
 
   fail(line: number | undefined, key: string, reason: string): XenError {
     const where = line === undefined ? this.file : `${this.file} line ${line}`;
-    const err = configError(key, reason, { prefix: where, line, path: this.file });
-    return err;
+    return configError(key, reason, { prefix: where, line, path: this.file });
   }
 
   get(key: string): XlSetting | undefined {

@@ -44,6 +44,10 @@ describe('validateDomainConfig', () => {
     expect(() => validateDomainConfig({ ...base, disks: [{ target: '/a', vdev: 'xvda' }], nics: [{ mac: '00:16:3e:00:00:01' }], pcis: [{ bdf: '03:00.0' }] })).not.toThrow();
   });
 
+  it('accepts two functions of one PCI device, as SR-IOV virtual functions are', () => {
+    expect(() => validateDomainConfig({ ...base, pcis: [{ bdf: '03:10.0' }, { bdf: '03:10.1' }] })).not.toThrow();
+  });
+
   it('throws TypeError for a non-object', () => {
     expect(() => validateDomainConfig('name=x')).toThrow(TypeError);
   });
@@ -86,6 +90,7 @@ describe('validateDomainConfig', () => {
     [{ pcis: [{ bdf: '03:20.0' }] }, 'pcis[0].bdf'],
     [{ pcis: [{ bdf: '03:00.0' }, { bdf: '0000:03:00.0' }] }, 'pcis[1].bdf'],
     [{ pcis: [{ bdf: '03:00.1' }, { bdf: '03:00.*' }] }, 'pcis[1].bdf'],
+    [{ pcis: [{ bdf: '03:00.*' }, { bdf: '03:00.1' }] }, 'pcis[1].bdf'],
     [{ pcis: [{ bdf: '03:00.0', vslot: 0x20 }] }, 'pcis[0].vslot'],
     [{ onReboot: 'reboot' }, 'onReboot'],
     [{ maxmem: 1024 }, 'maxmem'],
