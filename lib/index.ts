@@ -49,3 +49,34 @@ export type {
   NicConfig,
   PciConfig,
 } from './config/domain-config.js';
+export { Domains, type CreateOptions, type DomainEventsOptions } from './domains.js';
+export {
+  Domain,
+  type ShutdownOptions,
+  type WaitForOptions,
+  type WaitState,
+  type DomainCallOptions,
+  type AttachDiskOptions,
+} from './domain.js';
+export { Host, detectXen, type XenDetection, type DetectXenOptions } from './host.js';
+export type {
+  DomainState,
+  ShutdownReason,
+  DomainInfo,
+  HostInfo,
+  DeviceSpec,
+  DeviceKind,
+  DeviceInfo,
+  XenbusState,
+  DomainEvent,
+  ShutdownRequest,
+  ToolstackCallOptions,
+  ToolstackConnection,
+  ToolstackBackend,
+} from './backend-toolstack.js';
+export { parseXlConfig } from './config/xlcfg.js';
+export { validateDomainConfig } from './config/validate.js';
+export { connectMockHost } from './mock/remote.js';
+export type { MockTiming } from './mock/domain-sim.js';
+export type { MockMachine } from './mock/hypervisor.js';
+export type { MockPciDevice } from './mock/pci.js';
