@@ -71,7 +71,7 @@ export class MockHost {
   readonly xenstoreEngine: XenStoreEngine;
   /** The unix socket the host serves XenStore on, if any. */
   readonly xenstoreSocket: string | undefined;
-  /** The simulated hypervisor: domains, memory, devices, events. */
+  /** @internal The simulated hypervisor: domains, memory, devices, events (tests reach in). */
   readonly hypervisor: Hypervisor;
   /** The unix socket the host serves its toolstack on, if any. */
   readonly toolstackSocket: string | undefined;
@@ -222,6 +222,11 @@ export class MockHost {
   /** Test control: the guest shuts itself down (`poweroff`, `reboot`, …), then its `on_*` action applies. */
   guestShutdown(domid: number, reason: ShutdownReason = 'poweroff'): void {
     this.hypervisor.guestInitiatedShutdown(checkDomid(domid, 'MockHost.guestShutdown'), reason);
+  }
+
+  /** The host's PCI functions that can be passed through, with the domain each is assigned to. */
+  pciDevices(): (MockPciDevice & { domid?: number })[] {
+    return this.hypervisor.pci.list();
   }
 
   /** Test control: the guest writes `text` to its console. */
