@@ -229,6 +229,8 @@ export class RemoteToolstack implements ToolstackConnection {
     });
     this.consoles.add(sock);
     sock.once('close', () => this.consoles.delete(sock));
+    // Paused while the answer was read; flowing starts after the caller attached its reader.
+    sock.resume();
     return sock;
   }
 
