@@ -56,7 +56,8 @@ function connectSocket(path: string): Promise<Socket> {
 /** The toolstack of a mock host in another process. */
 export class RemoteToolstack implements ToolstackConnection {
   private readonly pending = new Map<number, Pending>();
-  private readonly listeners = new Map<number, (ev: DomainEvent) => void>();
+  /** Local listeners, fed by the one server-side subscription opened at connect time. */
+  private readonly listeners = new Set<(ev: DomainEvent) => void>();
   private readonly consoles = new Set<Socket>();
   private nextId = 1;
   private buffer: Buffer = Buffer.alloc(0);
@@ -72,9 +73,20 @@ export class RemoteToolstack implements ToolstackConnection {
     sock.unref();
   }
 
-  /** Connects to the control socket at `path`. */
+  /**
+   * Connects to the control socket at `path` and subscribes to the host's events at once:
+   * events travel on the same socket as replies, in order, so an event caused by a request
+   * made after a local subscribe() always arrives — no round trip per subscription.
+   */
   static async connect(path: string): Promise<RemoteToolstack> {
-    return new RemoteToolstack(await connectSocket(path), path);
+    const ts = new RemoteToolstack(await connectSocket(path), path);
+    try {
+      await ts.request('subscribe', []);
+    } catch (err) {
+      await ts.close();
+      throw err;
+    }
+    return ts;
   }
 
   private receive(chunk: Buffer): void {
@@ -83,7 +95,7 @@ export class RemoteToolstack implements ToolstackConnection {
       const msg = JSON.parse(this.buffer.subarray(0, nl).toString('utf8')) as { id?: number; result?: unknown; error?: Record<string, unknown>; sub?: number; event?: DomainEvent };
       this.buffer = this.buffer.subarray(nl + 1);
       if (msg.sub !== undefined && msg.event !== undefined) {
-        this.listeners.get(msg.sub)?.(msg.event);
+        for (const l of [...this.listeners]) l(msg.event);
         continue;
       }
       const p = msg.id === undefined ? undefined : this.pending.get(msg.id);
@@ -183,23 +195,10 @@ export class RemoteToolstack implements ToolstackConnection {
   }
 
   subscribe(listener: (event: DomainEvent) => void): () => void {
-    let sub: number | undefined;
-    let stopped = false;
-    // Events between the request and its answer are not lost: the server starts at once.
-    const pendingSub = this.request<number>('subscribe', []).then((s) => {
-      sub = s;
-      if (stopped) void this.request('unsubscribe', [s]).catch(() => undefined);
-      else this.listeners.set(s, listener);
-    });
-    pendingSub.catch(() => undefined);
-    return () => {
-      if (stopped) return;
-      stopped = true;
-      if (sub !== undefined) {
-        this.listeners.delete(sub);
-        void this.request('unsubscribe', [sub]).catch(() => undefined);
-      }
-    };
+    if (this.closed) return () => undefined;
+    const wrapped = (ev: DomainEvent) => listener(ev);
+    this.listeners.add(wrapped);
+    return () => void this.listeners.delete(wrapped);
   }
 
   async openConsole(domid: number): Promise<Duplex> {
