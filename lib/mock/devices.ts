@@ -185,14 +185,19 @@ export function connect(xs: XsWriter, domid: number, dev: SimDevice): void {
   xs.write(`${fe}/state`, '4');
 }
 
-/** The toolstack asked for removal: backend Closing (5), frontend Closed (6), backend Closed (6). */
-export function close(xs: XsWriter, domid: number, dev: SimDevice): void {
-  const { fe, be } = devicePaths(domid, dev);
-  xs.write(`${be}/online`, '0');
-  xs.write(`${be}/state`, '5');
-  xs.write(`${fe}/state`, '6');
-  xs.write(`${be}/state`, '6');
-}
+/**
+ * The steps of a removal the toolstack asked for: the backend goes Closing (5), the
+ * frontend answers Closed (6), the backend follows (6). Each call does the next step.
+ */
+export const closeSteps: readonly ((xs: XsWriter, domid: number, dev: SimDevice) => void)[] = [
+  (xs, domid, dev) => {
+    const { be } = devicePaths(domid, dev);
+    xs.write(`${be}/online`, '0');
+    xs.write(`${be}/state`, '5');
+  },
+  (xs, domid, dev) => xs.write(`${devicePaths(domid, dev).fe}/state`, '6'),
+  (xs, domid, dev) => xs.write(`${devicePaths(domid, dev).be}/state`, '6'),
+];
 
 /** Removes both ends (libxl does this once the backend reports Closed). */
 export function remove(xs: XsWriter, domid: number, dev: SimDevice): void {

@@ -371,7 +371,7 @@ export class Hypervisor {
     }
     this.xs.rm(`/local/domain/${d.domid}`);
     this.xs.rm(`/vm/${d.uuid}`);
-    this.xs.rm(`/local/domain/0/backend/console/${d.domid}`);
+    for (const kind of ['vbd', 'vif', 'pci', 'console']) this.xs.rm(`/local/domain/0/backend/${kind}/${d.domid}`);
     this.domains.delete(d.domid);
     d.console.end();
     if (this.engine.isDomainIntroduced(d.domid)) this.engine.releaseDomain(d.domid);
@@ -479,18 +479,21 @@ export class Hypervisor {
       throw err;
     }
     // The guest's frontend picks it up when it runs; a paused guest leaves it at InitWait.
-    const connected = new Promise<void>((resolve) =>
+    const present = () => d.devices.get(devKey(x.kind, x.devid)) === x;
+    if (d.runnable) {
+      await this.wait(this.delays.device, signal);
+      if (present()) dev.frontendInitialised(this.xs, domid, x, () => this.ringCounter++);
+      await this.wait(this.delays.device, signal);
+      if (present()) dev.connect(this.xs, domid, x);
+    } else {
       d.asGuest(() =>
         this.later(this.delays.device, () => {
-          if (d.devices.get(devKey(x.kind, x.devid)) === x) {
-            dev.frontendInitialised(this.xs, domid, x, () => this.ringCounter++);
-            dev.connect(this.xs, domid, x);
-          }
-          resolve();
+          if (!present()) return;
+          dev.frontendInitialised(this.xs, domid, x, () => this.ringCounter++);
+          this.later(this.delays.device, () => present() && dev.connect(this.xs, domid, x));
         }),
-      ),
-    );
-    if (d.runnable) await connected;
+      );
+    }
     return dev.describe(this.xs, domid, x);
   }
 
@@ -499,10 +502,13 @@ export class Hypervisor {
     const d = this.guest(domid, op);
     const x = d.devices.get(devKey(kind, devid));
     if (x === undefined) throw new XenError('XEN_ERROR_NOTFOUND', `XEN_ERROR_NOTFOUND: domain ${domid} has no ${kind} ${devid} (${op})`, { op, domid });
+    for (const step of dev.closeSteps) {
+      await this.wait(this.delays.device, signal);
+      if (d.devices.get(devKey(kind, devid)) !== x) return;
+      step(this.xs, domid, x);
+    }
     await this.wait(this.delays.device, signal);
-    if (d.devices.get(devKey(kind, devid)) !== x) return;
-    dev.close(this.xs, domid, x);
-    this.unplug(d, x);
+    if (d.devices.get(devKey(kind, devid)) === x) this.unplug(d, x);
   }
 
   private unplug(d: SimDomain, x: dev.SimDevice): void {
