@@ -2,6 +2,9 @@
  * The async iterator behind `xen.domains.events()` and `domain.events()`: events are
  * queued (none is merged: each says something different) until taken; the iteration
  * ends when the consumer breaks out, the signal aborts (AbortError) or the source closes.
+ *
+ * An iterator nobody waits on does not keep the process alive; a pending `next()` does
+ * (someone awaits an event, as a pending request would), whatever the transport.
  */
 import { abortError } from './errors.js';
 
@@ -11,6 +14,7 @@ export class EventQueue<T> implements AsyncIterableIterator<T> {
   private error: unknown;
   private done = false;
   private readonly onAbort: () => void;
+  private keepAlive: NodeJS.Timeout | undefined;
 
   /** `stop` is called once when the iteration ends, for any reason. */
   constructor(
@@ -27,6 +31,7 @@ export class EventQueue<T> implements AsyncIterableIterator<T> {
     const reader = this.readers.shift();
     if (reader) reader.resolve({ value, done: false });
     else this.queued.push(value);
+    this.hold();
   }
 
   /** Ends with an error: waiting readers reject, or the next `next()` does. */
@@ -45,8 +50,18 @@ export class EventQueue<T> implements AsyncIterableIterator<T> {
     if (this.queued.length === 0) for (const r of this.readers.splice(0)) r.resolve({ value: undefined, done: true });
   }
 
+  /** Holds the event loop open exactly while a reader waits. */
+  private hold(): void {
+    if (this.readers.length > 0 && !this.done) this.keepAlive ??= setInterval(() => undefined, 1 << 30);
+    else if (this.keepAlive !== undefined) {
+      clearInterval(this.keepAlive);
+      this.keepAlive = undefined;
+    }
+  }
+
   private finish(): void {
     this.done = true;
+    this.hold();
     this.signal?.removeEventListener('abort', this.onAbort);
     this.stop();
   }
@@ -62,7 +77,9 @@ export class EventQueue<T> implements AsyncIterableIterator<T> {
       }
       return Promise.resolve({ value: undefined, done: true });
     }
-    return new Promise((resolve, reject) => this.readers.push({ resolve, reject }));
+    const pending = new Promise<IteratorResult<T>>((resolve, reject) => this.readers.push({ resolve, reject }));
+    this.hold();
+    return pending;
   }
 
   async return(): Promise<IteratorResult<T>> {

@@ -81,7 +81,8 @@ export const mockHostCommand: Command = async (args) => {
     await clearStaleSocket(socket);
     await clearStaleSocket(toolstack);
     const host = await MockHost.create({ xenstoreSocket: socket, toolstackSocket: toolstack, timing });
-    process.stdout.write(`xenode mock-host: XenStore on ${socket} (XENSTORED_PATH=${socket} xenstore-ls /), toolstack on ${toolstack} (xenode list --mock-host ${socket})\n`);
+    process.stdout.write(`xenode mock-host: XenStore on ${socket} (XENSTORED_PATH=${socket} xenstore-ls /)\n`);
+    process.stdout.write(`xenode mock-host: toolstack on ${toolstack} (xenode list --mock-host ${socket})\n`);
     await stop;
     await host.close();
     // The servers unlink their sockets on close; this covers one that could not.

@@ -96,10 +96,13 @@ class Reader {
       this.pos++;
       const value = this.value(key);
       this.skip(false);
-      if (this.peek() === ';') this.pos++;
-      this.skip(false);
-      if (this.pos < this.text.length && this.peek() !== '\n') throw this.error(`unexpected '${this.peek()}' after the value`, this.line, key);
       out.push({ key, value, line });
+      // Settings may share a line when separated by ';'.
+      if (this.peek() === ';') {
+        this.pos++;
+        continue;
+      }
+      if (this.pos < this.text.length && this.peek() !== '\n') throw this.error(`unexpected '${this.peek()}' after the value`, this.line, key);
     }
   }
 }
