@@ -282,7 +282,8 @@ const VM_UUID = '5e2c4a0e-8d1f-4f6b-9c3a-2b7d1e0f9a41';
  */
 export async function runDemo(out: NodeJS.WritableStream, steps: readonly DemoStep[] = demoSteps): Promise<void> {
   const started = performance.now();
-  const host = await MockHost.create();
+  // Instant simulated timing: the walk-through shows the order of things, not their pace.
+  const host = await MockHost.create({ timing: 'instant' });
   const cleanups: (() => Promise<void>)[] = [];
   try {
     const xen = await connect({ backend: host });

@@ -7,6 +7,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { domainSteps } from '../../lib/cli/demo.js';
 import { parseMemory, stateFlags, table } from '../../lib/cli/domains.js';
 import { LineProcess, cliPath, run, type RunOptions } from '../helpers/run.js';
 
@@ -100,6 +101,16 @@ describe('xenode domain commands --mock-host', () => {
     expect((await cli('pause')).code).toBe(2);
     expect((await cli('list', 'extra')).code).toBe(2);
     expect((await xenode(['list', '--help'])).stdout).toContain('--mock-host PATH');
+  });
+});
+
+describe('xenode demo', () => {
+  it('walks through creating, inspecting and destroying a domain', async () => {
+    const r = await xenode(['demo']);
+    expect(r).toMatchObject({ code: 0, stderr: '' });
+    for (const step of domainSteps) expect(r.stdout).toContain(step.title);
+    expect(r.stdout).toContain('event death');
+    expect(r.stdout).toContain('create 1 TiB domain → ENOMEM');
   });
 });
 
