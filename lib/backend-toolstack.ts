@@ -191,7 +191,8 @@ export interface ToolstackConnection {
   /**
    * Suspends the domain and writes its image to `out` (`libxl_domain_suspend`, as
    * `xl save`): the domain shuts down with reason `suspend` and is destroyed once the
-   * image is written. `out` is not ended.
+   * image is written. If writing fails, the domain resumes and the call rejects with the
+   * stream's error. `out` is not ended.
    */
   save(domid: number, out: Writable, options?: ToolstackCallOptions): Promise<void>;
   /** Restores a domain from an image written by `save` (`libxl_domain_create_restore`); resolves with its new domid. */

@@ -529,7 +529,7 @@ export class Hypervisor {
   }
 
   /** Suspends through `control/shutdown = suspend`, encodes the image, destroys the domain. */
-  async save(domid: number, signal?: AbortSignal): Promise<{ image: Buffer; finish: () => Promise<void> }> {
+  async save(domid: number, signal?: AbortSignal): Promise<{ image: Buffer; finish: () => Promise<void>; resume: () => void }> {
     const op = 'domain.save';
     const d = this.guest(domid, op);
     if (d.phase !== 'up') throw inval(op, `domain ${domid} is ${d.state}`, domid);
@@ -563,7 +563,19 @@ export class Hypervisor {
       cpuTime: d.cpuTime(),
       console: d.console.contents().toString('base64'),
     });
-    return { image, finish: () => this.destroyNow(d) };
+    return {
+      image,
+      finish: () => this.destroyNow(d),
+      // As libxl_domain_resume after a failed save: the guest carries on where it was.
+      resume: () => {
+        if (d.phase !== 'shutdown' || this.domains.get(domid) !== d) return;
+        d.phase = 'up';
+        d.shutdownReason = undefined;
+        this.engine.resumeDomain(domid);
+        d.console.write('\r\n[    0.000000] PM: resume after a failed save\r\n');
+        d.setRunning(d.runnable);
+      },
+    };
   }
 
   async restore(data: Buffer, signal?: AbortSignal): Promise<number> {

@@ -147,13 +147,15 @@ export class MockToolstack implements ToolstackConnection {
 
   save(domid: number, out: Writable, options: ToolstackCallOptions = {}): Promise<void> {
     return this.call('domain.save', async () => {
-      const { image, finish } = await this.hv.save(domid, options.signal);
+      const { image, finish, resume } = await this.hv.save(domid, options.signal);
       try {
         await writeAll(out, image);
-      } finally {
-        // As with xl save: the domain is gone once suspended, written or not.
-        await finish();
+      } catch (err) {
+        // The image did not make it: the domain must not be lost with it.
+        resume();
+        throw err;
       }
+      await finish();
     });
   }
 

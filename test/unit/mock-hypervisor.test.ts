@@ -254,6 +254,18 @@ describe('save and restore through files', () => {
     const text = await new Promise<string>((resolve) => con.once('data', (c: Buffer) => resolve(c.toString())));
     expect(text).toContain('before save');
     con.destroy();
-    expect(() => dom.save(new PassThrough() as never)).not.toThrow();
+  });
+
+  it('resumes the domain when the image cannot be written', async () => {
+    const { xen } = await setup();
+    const dom = await xen.domains.create(web);
+    const broken = new PassThrough({
+      write: (_chunk, _enc, cb) => cb(new Error('disk full')),
+    });
+    broken.on('error', () => undefined);
+    await expect(dom.save(broken)).rejects.toThrow('disk full');
+    expect(await dom.info()).toMatchObject({ state: 'running' });
+    expect((await dom.info()).shutdownReason).toBeUndefined();
+    await dom.shutdown({ wait: true, timeoutMs: 2000 });
   });
 });
