@@ -37,6 +37,8 @@ export class ToolstackSession {
 
   get(): Promise<ToolstackConnection> {
     if (this.closed) return Promise.reject(closedError('xen.domains'));
+    // A custom backend written before domains existed fails here, not at connect().
+    if (typeof this.backend.openToolstack !== 'function') return Promise.reject(new TypeError(`backend '${this.backend.name}' has no openToolstack(): it offers no domains`));
     this.opening ??= this.backend.openToolstack();
     // A failed open is retried by the next call rather than remembered.
     this.opening.catch(() => {

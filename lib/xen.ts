@@ -64,7 +64,7 @@ export class Xen {
 
 function isBackend(value: unknown): value is XenBackend {
   const b = value as XenBackend | null;
-  return typeof b === 'object' && b !== null && typeof b.name === 'string' && typeof b.openXenStore === 'function' && typeof b.openToolstack === 'function' && typeof b.close === 'function';
+  return typeof b === 'object' && b !== null && typeof b.name === 'string' && typeof b.openXenStore === 'function' && typeof b.close === 'function';
 }
 
 function defaultBackend(): BackendChoice {
