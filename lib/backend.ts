@@ -18,6 +18,8 @@
 import type { XsPermission } from './xenstore/wire.js';
 
 export type { XsPermission } from './xenstore/wire.js';
+import type { ToolstackBackend } from './backend-toolstack.js';
+export type * from './backend-toolstack.js';
 
 /** Transaction id 0: the operation is not part of a transaction. */
 export const NO_TRANSACTION = 0;
@@ -91,7 +93,7 @@ export interface XenStoreConnection {
 }
 
 /** What every backend offers. Later issues add domains, event channels and grants. */
-export interface XenBackend {
+export interface XenBackend extends ToolstackBackend {
   /** `'mock'`, `'native'`, or another name for a custom backend. */
   readonly name: string;
   /** Opens a XenStore connection as dom0 (or the domain the backend represents). */

@@ -60,3 +60,32 @@ export {
 } from './config/xlcfg.js';
 export { toLibxlConfig, fromLibxlConfig } from './config/libxl-json.js';
 export * as libxl from './config/libxl-types.gen.js';
+export { Domains, type CreateOptions, type DomainEventsOptions } from './domains.js';
+export {
+  Domain,
+  type ShutdownOptions,
+  type WaitForOptions,
+  type WaitState,
+  type DomainCallOptions,
+  type AttachDiskOptions,
+} from './domain.js';
+export { Host, detectXen, type XenDetection, type DetectXenOptions } from './host.js';
+export type {
+  DomainState,
+  ShutdownReason,
+  DomainInfo,
+  HostInfo,
+  DeviceSpec,
+  DeviceKind,
+  DeviceInfo,
+  XenbusState,
+  DomainEvent,
+  ShutdownRequest,
+  ToolstackCallOptions,
+  ToolstackConnection,
+  ToolstackBackend,
+} from './backend-toolstack.js';
+export { connectMockHost } from './mock/remote.js';
+export type { MockTiming } from './mock/domain-sim.js';
+export type { MockMachine } from './mock/hypervisor.js';
+export type { MockPciDevice } from './mock/pci.js';

@@ -1,6 +1,8 @@
 import type { XenBackend } from './backend.js';
 import { MockHost } from './mock/host.js';
 import { XenStore } from './xenstore/xenstore.js';
+import { Domains, ToolstackSession } from './domains.js';
+import { Host } from './host.js';
 
 /** Which backend {@link connect} uses. */
 export type BackendChoice = 'mock' | 'native' | MockHost | XenBackend;
@@ -25,20 +27,29 @@ export class Xen {
   readonly backend: XenBackend;
   /** The host's configuration database. */
   readonly xenstore: XenStore;
+  /** The host's domains: create, find, restore, and their events. */
+  readonly domains: Domains;
+  /** The host itself: version, CPUs, memory, scheduler. */
+  readonly host: Host;
   private readonly ownedHost: MockHost | undefined;
   private closing: Promise<void> | undefined;
+  private readonly toolstack: ToolstackSession;
 
   /** @internal Use {@link connect}. */
   constructor(backend: XenBackend, xenstore: XenStore, ownedHost?: MockHost) {
     this.backend = backend;
     this.xenstore = xenstore;
     this.ownedHost = ownedHost;
+    this.toolstack = new ToolstackSession(backend);
+    this.domains = new Domains(this.toolstack);
+    this.host = new Host(this.toolstack, backend.name);
   }
 
   /** Closes every handle, and the simulated host if `connect` created it. Safe to call twice. */
   close(): Promise<void> {
     this.closing ??= (async () => {
       await this.xenstore.close();
+      await this.toolstack.close();
       await this.backend.close();
       await this.ownedHost?.close();
     })();

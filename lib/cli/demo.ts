@@ -188,11 +188,91 @@ export const xenstoreSteps: readonly DemoStep[] = [
   },
 ];
 
-/**
- * Every step of `xenode demo`, in order. Later parts of xenode (domains, disks…) append
- * their own lists here.
- */
-export const demoSteps: readonly DemoStep[] = [...xenstoreSteps];
+const WEB_CFG = `name = "web1"
+type = "pvh"
+kernel = "/boot/vmlinuz-6.1"
+extra = "console=hvc0"
+memory = 256
+maxmem = 512
+vcpus = 1
+maxvcpus = 2
+disk = [ 'format=raw, vdev=xvda, access=rw, target=/srv/web1.img' ]
+vif = [ 'mac=00:16:3e:00:00:01, bridge=xenbr0, queues=2' ]`;
+
+/** The domains part of the walk-through. */
+export const domainSteps: readonly DemoStep[] = [
+  {
+    title: 'Create a domain from an xl.cfg file',
+    async run(ctx) {
+      for (const line of WEB_CFG.split('\n')) ctx.say(`| ${line}`);
+      const dom = await ctx.xen.domains.create(WEB_CFG);
+      ctx.defer(() => dom.destroy().catch(() => undefined));
+      const i = await dom.info();
+      ctx.say(`await xen.domains.create(cfg) → domid ${i.domid}, ${i.state}, ${i.memory.current} MiB, ${i.vcpus.online}/${i.vcpus.max} vCPUs`);
+      for (const d of await ctx.xen.domains.list()) ctx.say(`  ${d.name.padEnd(9)} id ${String(d.domid).padStart(2)}  ${String(d.memory.current).padStart(5)} MiB  ${d.state}`);
+    },
+  },
+  {
+    title: 'What libxl wrote to XenStore for it',
+    async run(ctx) {
+      const xs = ctx.xen.xenstore;
+      const dom = await ctx.xen.domains.get('web1');
+      const home = `/local/domain/${dom.domid}`;
+      for (const key of ['name', 'vm', 'memory/target', 'cpu/1/availability', 'device/vbd/51712/state', 'device/vif/0/multi-queue-num-queues']) {
+        ctx.say(`${home}/${key} = ${q(await xs.read(`${home}/${key}`))}`);
+      }
+      const be = `/local/domain/0/backend/vbd/${dom.domid}/51712`;
+      ctx.say(`${be}/params = ${q(await xs.read(`${be}/params`))}, state = ${q(await xs.read(`${be}/state`))}   (4: connected)`);
+      for (const d of await dom.listDevices()) ctx.say(`device ${d.kind} ${d.devid}: frontend ${d.frontendState}, backend ${d.backendState}`);
+    },
+  },
+  {
+    title: 'Pause, balloon, add a vCPU',
+    async run(ctx) {
+      const dom = await ctx.xen.domains.get('web1');
+      await dom.pause();
+      ctx.say(`pause()   → ${(await dom.info()).state}`);
+      await dom.unpause();
+      ctx.say(`unpause() → ${(await dom.info()).state}`);
+      await dom.setMemoryTarget(384);
+      await dom.setVcpus(2);
+      await dom.waitFor('running');
+      const i = await dom.info();
+      ctx.say(`setMemoryTarget(384), setVcpus(2) → target ${i.memory.target} MiB (max ${i.memory.max}), ${i.vcpus.online} vCPUs online`);
+      ctx.say(`free host memory: ${await ctx.xen.host.freeMemory()} MiB of ${(await ctx.xen.host.info()).totalMemory}`);
+    },
+  },
+  {
+    title: 'Shut it down and watch the events',
+    async run(ctx) {
+      const dom = await ctx.xen.domains.get('web1');
+      const events = ctx.xen.domains.events({ signal: AbortSignal.timeout(5000) });
+      await dom.shutdown({ wait: true, timeoutMs: 5000 });
+      ctx.say(`shutdown({ wait: true }): the guest saw control/shutdown = "poweroff" and went down`);
+      for await (const ev of events) {
+        ctx.say(`event ${ev.type}${ev.type === 'shutdown' ? ` (${ev.reason})` : ''} domid ${ev.domid}`);
+        if (ev.type === 'death') break;
+      }
+      ctx.say(`listed now: [${(await ctx.xen.domains.list()).map((d) => d.name).join(', ')}]`);
+    },
+  },
+  {
+    title: 'Errors say what Xen would say',
+    async run(ctx) {
+      const huge = ctx.xen.domains.create({ name: 'huge', type: 'pv', kernel: '/k', memory: 1024 * 1024, vcpus: 1 });
+      ctx.say(`create 1 TiB domain → ${await outcome(huge)}`);
+      ctx.say(`domains.get('nope') → ${await outcome(ctx.xen.domains.get('nope'))}`);
+      const broken = await ctx.xen.domains.create('name = "x"\nmemory = "lots"\n').then(
+        () => 'created?!',
+        (err: Error) => `${err.name}: ${err.message}`,
+      );
+      ctx.say(`create(broken xl.cfg) → ${broken}   (nothing was created)`);
+    },
+  },
+];
+
+/** Every step of `xenode demo`, in order. Later parts of xenode (disks…) append their own lists here. */
+export const demoSteps: readonly DemoStep[] = [...xenstoreSteps, ...domainSteps];
 
 const VM_UUID = '5e2c4a0e-8d1f-4f6b-9c3a-2b7d1e0f9a41';
 
@@ -202,7 +282,8 @@ const VM_UUID = '5e2c4a0e-8d1f-4f6b-9c3a-2b7d1e0f9a41';
  */
 export async function runDemo(out: NodeJS.WritableStream, steps: readonly DemoStep[] = demoSteps): Promise<void> {
   const started = performance.now();
-  const host = await MockHost.create();
+  // Instant simulated timing: the walk-through shows the order of things, not their pace.
+  const host = await MockHost.create({ timing: 'instant' });
   const cleanups: (() => Promise<void>)[] = [];
   try {
     const xen = await connect({ backend: host });
@@ -214,7 +295,7 @@ export async function runDemo(out: NodeJS.WritableStream, steps: readonly DemoSt
       say: (line) => out.write(`    ${line}\n`),
       defer: (fn) => cleanups.push(fn),
     };
-    out.write('xenode demo: XenStore on a simulated Xen host\n');
+    out.write('xenode demo: XenStore and domains on a simulated Xen host\n');
     for (const [i, step] of steps.entries()) {
       out.write(`\n[${i + 1}/${steps.length}] ${step.title}\n`);
       await step.run(ctx);
@@ -226,6 +307,7 @@ export async function runDemo(out: NodeJS.WritableStream, steps: readonly DemoSt
   out.write(`\nDone in ${Math.round(performance.now() - started)} ms. Next: serve this to the real Xen tools with\n`);
   out.write('    npx xenode mock-host --xenstore-socket /tmp/xs.sock &\n');
   out.write('    XENSTORED_PATH=/tmp/xs.sock xenstore-ls -p /\n');
+  out.write('    npx xenode create web1.cfg --mock-host /tmp/xs.sock && npx xenode list --mock-host /tmp/xs.sock\n');
 }
 
 /** `xenode demo`. */

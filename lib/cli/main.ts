@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError, reportError, type Command } from './common.js';
 import { demoCommand } from './demo.js';
+import { DOMAIN_COMMANDS, domainCommand } from './domains.js';
 import { mockHostCommand } from './mock-host.js';
 import { xenstoreCommand } from './xenstore.js';
 
@@ -18,6 +19,9 @@ Commands:
   demo                               a guided walk through XenStore on a simulated host
   mock-host --xenstore-socket PATH   run a simulated Xen host, serving XenStore on PATH
   xenstore read|write|ls|rm|watch …  small xenstore-* equivalents
+  list | info | create FILE | destroy | pause | unpause | shutdown | reboot |
+  mem-set | vcpu-set | console | save | restore | top
+                                     manage domains as xl does (--mock-host PATH, --json)
 
 Run 'xenode <command> --help' for a command's options.
 
@@ -34,6 +38,7 @@ const commands: Record<string, Command> = {
   demo: demoCommand,
   'mock-host': mockHostCommand,
   xenstore: xenstoreCommand,
+  ...Object.fromEntries(DOMAIN_COMMANDS.map((name) => [name, domainCommand(name)])),
 };
 
 function version(): string {

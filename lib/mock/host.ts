@@ -4,6 +4,13 @@ import { openLocalConnection } from '../xenstore/local.js';
 import { XenStore } from '../xenstore/xenstore.js';
 import type { XenBackend, XenStoreConnection } from '../backend.js';
 import type { XenError } from '../errors.js';
+import type { ShutdownReason, ToolstackConnection } from '../backend-toolstack.js';
+import { Hypervisor, type MockMachine } from './hypervisor.js';
+import type { MockTiming } from './domain-sim.js';
+import type { MockPciDevice } from './pci.js';
+import { MockToolstack } from './toolstack.js';
+import { ToolstackServer } from './toolstack-server.js';
+import { ThreadedXenStoreListener } from './xenstore-thread.js';
 
 /** Options of {@link MockHost.create}. */
 export interface MockHostOptions {
@@ -11,6 +18,21 @@ export interface MockHostOptions {
   xenstoreSocket?: string;
   /** XenStore quotas for unprivileged domains; defaults are C xenstored's. */
   xenstoreQuota?: Partial<XenStoreQuota>;
+  /**
+   * How long simulated steps take: `'realistic'` (default; a domain boots in ~150 ms, a
+   * guest takes ~250 ms to shut down) or `'instant'` (every step on the next event-loop
+   * turn, for fast tests). The order of states and events is the same in both.
+   */
+  timing?: MockTiming;
+  /** The simulated machine: memory (MiB), dom0's memory, sockets, cores, threads, NUMA nodes. */
+  machine?: Partial<MockMachine>;
+  /** The host's PCI functions that can be passed through (default: an SR-IOV NIC with 8 VFs and a GPU). */
+  pciDevices?: readonly MockPciDevice[];
+  /**
+   * Also serve the toolstack (domains, host) on this unix socket, for `xenode … --mock-host`
+   * and {@link connectMockHost} in other processes. See docs/mock-host.md for the protocol.
+   */
+  toolstackSocket?: string;
 }
 
 /** Options of {@link MockHost.openXenStore}. */
@@ -49,13 +71,22 @@ export class MockHost {
   readonly xenstoreEngine: XenStoreEngine;
   /** The unix socket the host serves XenStore on, if any. */
   readonly xenstoreSocket: string | undefined;
+  /** @internal The simulated hypervisor: domains, memory, devices, events (tests reach in). */
+  readonly hypervisor: Hypervisor;
+  /** The unix socket the host serves its toolstack on, if any. */
+  readonly toolstackSocket: string | undefined;
   private server: XenStoreServer | undefined;
+  private listener: ThreadedXenStoreListener | undefined;
+  private toolstackServer: ToolstackServer | undefined;
+  private readonly toolstacks = new Set<ToolstackConnection>();
   private readonly connections = new Set<XenStoreConnection>();
   private closing: Promise<void> | undefined;
 
   private constructor(options: MockHostOptions) {
     this.xenstoreEngine = new XenStoreEngine({ quota: options.xenstoreQuota ?? {} });
     this.xenstoreSocket = options.xenstoreSocket;
+    this.toolstackSocket = options.toolstackSocket;
+    this.hypervisor = new Hypervisor(this.xenstoreEngine, { timing: options.timing ?? 'realistic', machine: options.machine ?? {}, ...(options.pciDevices ? { pci: options.pciDevices } : {}) });
   }
 
   /** Creates a host; with `xenstoreSocket`, resolves once the socket accepts connections. */
@@ -67,7 +98,26 @@ export class MockHost {
     const host = new MockHost(options);
     if (options.xenstoreSocket !== undefined) {
       host.server = new XenStoreServer(host.xenstoreEngine);
-      await host.server.listen(options.xenstoreSocket);
+      // Served from a worker thread, so the socket answers even while this thread is blocked.
+      host.listener = new ThreadedXenStoreListener(host.xenstoreEngine, host.server);
+      await host.listener.listen(options.xenstoreSocket);
+    }
+    if (options.timing !== undefined && options.timing !== 'instant' && options.timing !== 'realistic') {
+      await host.close();
+      throw new TypeError(`MockHost.create: timing must be 'instant' or 'realistic', got ${String(options.timing)}`);
+    }
+    if (options.toolstackSocket !== undefined) {
+      host.toolstackServer = new ToolstackServer(() => host.openToolstack());
+      try {
+        await host.toolstackServer.listen(options.toolstackSocket);
+        // Where other processes find it: next to the xenstore they already reach.
+        const xs = host.openConnection(0);
+        await xs.write(0, '/tool/xenode/toolstack-socket', Buffer.from(options.toolstackSocket));
+        await xs.close();
+      } catch (err) {
+        await host.close();
+        throw err;
+      }
     }
     return host;
   }
@@ -146,14 +196,52 @@ export class MockHost {
     return {
       name: 'mock',
       openXenStore: async () => this.openConnection(0),
+      openToolstack: async () => this.openToolstack(),
       close: async () => undefined,
     };
+  }
+
+  /** A toolstack session on the simulated hypervisor (what `xen.domains` uses). */
+  openToolstack(): ToolstackConnection {
+    if (this.closing) throw new RangeError('MockHost: the host is closed');
+    const ts = new MockToolstack(this.hypervisor);
+    this.toolstacks.add(ts);
+    const close = ts.close.bind(ts);
+    ts.close = () => {
+      this.toolstacks.delete(ts);
+      return close();
+    };
+    return ts;
+  }
+
+  /** Test control: the guest in `domid` crashes (shutdown reason `crash`, then its `onCrash` action). */
+  crashDomain(domid: number): void {
+    this.hypervisor.crash(checkDomid(domid, 'MockHost.crashDomain'));
+  }
+
+  /** Test control: the guest shuts itself down (`poweroff`, `reboot`, …), then its `on_*` action applies. */
+  guestShutdown(domid: number, reason: ShutdownReason = 'poweroff'): void {
+    this.hypervisor.guestInitiatedShutdown(checkDomid(domid, 'MockHost.guestShutdown'), reason);
+  }
+
+  /** The host's PCI functions that can be passed through, with the domain each is assigned to. */
+  pciDevices(): (MockPciDevice & { domid?: number })[] {
+    return this.hypervisor.pci.list();
+  }
+
+  /** Test control: the guest writes `text` to its console. */
+  writeConsole(domid: number, text: string | Uint8Array): void {
+    this.hypervisor.consoleWrite(checkDomid(domid, 'MockHost.writeConsole'), typeof text === 'string' ? text : Buffer.from(text));
   }
 
   /** Stops the socket server and closes every connection. Safe to call twice. */
   close(): Promise<void> {
     this.closing ??= (async () => {
+      await this.toolstackServer?.close();
+      await Promise.all([...this.toolstacks].map((t) => t.close()));
+      this.hypervisor.close();
       await Promise.all([...this.connections].map((c) => c.close()));
+      await this.listener?.close();
       await this.server?.close();
     })();
     return this.closing;

@@ -3,8 +3,8 @@
  * Xen host has what it needs; anywhere else its calls reject with `XEN_UNAVAILABLE`
  * saying what is missing and how to fix it. There is no fallback to the mock.
  */
-import type { XenBackend, XenStoreConnection } from '../backend.js';
-import { closedError } from '../errors.js';
+import type { ToolstackConnection, XenBackend, XenStoreConnection } from '../backend.js';
+import { XenError, closedError } from '../errors.js';
 import type { NativeAddon } from './addon.js';
 import { loadAddon } from './load.js';
 import { NativeXenStoreConnection } from './xenstore.js';
@@ -26,6 +26,19 @@ export class NativeBackend implements XenBackend {
     }
     this.connections.add(conn);
     return conn;
+  }
+
+  /**
+   * The libxl binding (native/libxl.cc, lib/native/libxl.ts) is not part of this build
+   * yet: the call says so instead of falling back to anything.
+   */
+  async openToolstack(): Promise<ToolstackConnection> {
+    if (this.closing !== undefined) throw closedError('native.openToolstack');
+    throw new XenError(
+      'XEN_UNAVAILABLE',
+      'XEN_UNAVAILABLE: the native backend has no toolstack (libxl) binding in this build yet, so domains and host info are unavailable; xen.xenstore works. Use { backend: \'mock\' } to run domain code on a simulated host.',
+      { op: 'native.openToolstack' },
+    );
   }
 
   /** Closes every connection this backend opened. Safe to call twice. */

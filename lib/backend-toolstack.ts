@@ -1,0 +1,211 @@
+/**
+ * The toolstack part of the backend contract: domains, their devices, events, consoles,
+ * save/restore, and the host. `XenBackend.openToolstack()` returns a
+ * {@link ToolstackConnection}; the native backend implements it over libxl, the mock host
+ * over its simulated hypervisor, and test/conformance/toolstack-suite.ts checks both
+ * against the same expectations.
+ *
+ * Rules every implementation follows (in addition to those of lib/backend.ts):
+ * - Records cross as plain objects (JSON-safe, no class instances), so an implementation
+ *   may live in another process (the mock host's control socket does exactly that).
+ * - Units follow {@link DomainConfig}: memory in MiB, CPU time in seconds.
+ * - A domid (or name) that names no domain rejects with `ESRCH`, whatever the operation
+ *   (native: libxl's `ERROR_DOMAIN_NOTFOUND` and xenctrl's `ESRCH` both become `ESRCH`).
+ * - Memory that the host cannot provide rejects with `ENOMEM`, before anything is created.
+ * - A request that the domain's state or configuration does not allow (a name already in
+ *   use, more vCPUs than its maximum, a target above its maximum memory, a vCPU or a
+ *   physical CPU that does not exist) rejects with `XEN_ERROR_INVAL`; a device that is
+ *   already attached with `XEN_ERROR_DEVICE_EXISTS`; a device that is not attached with
+ *   `XEN_ERROR_NOTFOUND`; a PCI device the host cannot assign with `XEN_ERROR_FAIL`;
+ *   a save image that is not one with `XEN_ERROR_INVAL`.
+ * - dom0 is listed and can be inspected, but pausing, shutting down or destroying it
+ *   rejects with `XEN_ERROR_INVAL`.
+ * - Domids are allocated as Xen does: increasing from 1, not reused until they wrap at
+ *   32751 (`DOMID_FIRST_RESERVED`).
+ * - A pending operation that takes a `signal` rejects with an `AbortError` when it is
+ *   aborted; what was already done is undone (a half-created domain is destroyed).
+ * - After `close()`, calls reject with `XEN_CLOSED`, event listeners receive nothing
+ *   more, and open consoles end. `close()` may be called any number of times.
+ * - An idle connection (no call in flight, no console open) does not keep the process
+ *   alive; an event subscription does not either.
+ */
+import type { Duplex, Readable, Writable } from 'node:stream';
+import type { DiskConfig, DomainConfig, NicConfig, PciConfig } from './config/domain-config.js';
+
+/**
+ * A domain's run state, as `xl list` shows it (`r b p s c d`). A domain that is running
+ * or runnable is `running`; one waiting for an event is `blocked`.
+ */
+export type DomainState = 'running' | 'blocked' | 'paused' | 'shutdown' | 'crashed' | 'dying';
+
+/** Why a domain shut down (libxl's `libxl_shutdown_reason`, lower-cased). */
+export type ShutdownReason = 'poweroff' | 'reboot' | 'suspend' | 'crash' | 'watchdog' | 'soft_reset' | 'unknown';
+
+/** One domain, as {@link ToolstackConnection.listDomains} and `domainInfo` report it. */
+export interface DomainInfo {
+  domid: number;
+  name: string;
+  uuid: string;
+  state: DomainState;
+  /** Set when `state` is `shutdown` or `crashed`. */
+  shutdownReason?: ShutdownReason;
+  /** Memory in MiB: what the domain has now, its balloon target, and its maximum. */
+  memory: { current: number; target: number; max: number };
+  /** vCPUs online now, and the most the domain may bring online. */
+  vcpus: { online: number; max: number };
+  /** CPU time consumed, in seconds. */
+  cpuTime: number;
+}
+
+/** The host itself, as `xl info` reports it. */
+export interface HostInfo {
+  /** The hypervisor's version, e.g. `4.17.3`. */
+  xenVersion: string;
+  /** What guests the hypervisor can run, e.g. `['xen-3.0-x86_64', 'hvm-3.0-x86_32', …]`. */
+  capabilities: string[];
+  /** Physical CPUs (threads) and how they are arranged. */
+  cpus: number;
+  cores: number;
+  sockets: number;
+  threadsPerCore: number;
+  numaNodes: number;
+  /** Total and free memory in MiB (free: not given to any domain, as `xl info` free_memory). */
+  totalMemory: number;
+  freeMemory: number;
+  /** The default scheduler, e.g. `credit2`. */
+  scheduler: string;
+}
+
+/** What {@link ToolstackConnection.attachDevice} attaches. */
+export type DeviceSpec =
+  | { kind: 'disk'; disk: DiskConfig }
+  | { kind: 'nic'; nic: NicConfig }
+  | { kind: 'pci'; pci: PciConfig };
+
+/** A device kind as xenstore names it under `device/` and `backend/`. */
+export type DeviceKind = 'vbd' | 'vif' | 'pci';
+
+/** A xenbus state (xen/io/xenbus.h), by name. */
+export type XenbusState =
+  | 'unknown'
+  | 'initialising'
+  | 'initwait'
+  | 'initialised'
+  | 'connected'
+  | 'closing'
+  | 'closed'
+  | 'reconfiguring'
+  | 'reconfigured';
+
+/** One attached device and where its frontend/backend handshake stands. */
+export interface DeviceInfo {
+  kind: DeviceKind;
+  /** The device id: the `$DEVID` of `device/<kind>/$DEVID`. */
+  devid: number;
+  /** The backend domain. */
+  backendDomid: number;
+  /** xenstore paths of both ends. */
+  frontendPath: string;
+  backendPath: string;
+  /** The states (xenbus) of both ends. */
+  frontendState: XenbusState;
+  backendState: XenbusState;
+  /** The configuration it was attached with. */
+  config: DiskConfig | NicConfig | PciConfig;
+}
+
+/** A domain event (libxl's `DOMAIN_SHUTDOWN` / `DOMAIN_DEATH`, plus creation). */
+export type DomainEvent =
+  | { type: 'created'; domid: number; name: string }
+  | { type: 'shutdown'; domid: number; name: string; reason: ShutdownReason }
+  | { type: 'death'; domid: number; name: string };
+
+/** How a domain shuts down: a request to the guest (`control/shutdown`), as `xl shutdown`/`xl reboot` do. */
+export type ShutdownRequest = 'poweroff' | 'reboot';
+
+/** Options of the calls that may take long. */
+export interface ToolstackCallOptions {
+  signal?: AbortSignal;
+}
+
+/**
+ * A toolstack session (libxl's `libxl_ctx`). Every domid argument rejects with `ESRCH`
+ * when no such domain exists.
+ */
+export interface ToolstackConnection {
+  /** The host (`libxl_get_physinfo`, `libxl_get_version_info`). */
+  hostInfo(): Promise<HostInfo>;
+  /**
+   * Creates and starts a domain (`libxl_domain_create_new`) from a configuration already
+   * validated by the caller. Resolves with its domid once it runs and its devices are
+   * connected. Rejects with `ENOMEM` when its memory does not fit, `XEN_ERROR_INVAL`
+   * when the name is taken; nothing is left behind on failure or abort.
+   */
+  createDomain(config: DomainConfig, options?: ToolstackCallOptions): Promise<number>;
+  /** Every domain, dom0 first, by domid (`libxl_list_domain`). */
+  listDomains(): Promise<DomainInfo[]>;
+  /** One domain (`libxl_domain_info`). */
+  domainInfo(domid: number): Promise<DomainInfo>;
+  /** The domid of the domain called `name` (`libxl_name_to_domid`); `ESRCH` when none is. */
+  domidByName(name: string): Promise<number>;
+  /** The domain's current configuration, devices and memory/vCPU changes included. */
+  domainConfig(domid: number): Promise<DomainConfig>;
+  /** `libxl_domain_pause` / `libxl_domain_unpause`. */
+  pause(domid: number): Promise<void>;
+  unpause(domid: number): Promise<void>;
+  /**
+   * Asks the guest to power off or reboot (writes `control/shutdown`, as `xl shutdown`
+   * does) and resolves once the request is written; the guest acts on it in its own time
+   * (not at all while paused). Events tell the outcome.
+   */
+  shutdown(domid: number, request: ShutdownRequest): Promise<void>;
+  /** Destroys the domain at once (`libxl_domain_destroy`); resolves when it is gone. */
+  destroy(domid: number): Promise<void>;
+  /** Sets the balloon target in MiB (`libxl_set_memory_target`); `XEN_ERROR_INVAL` above the maximum. */
+  setMemoryTarget(domid: number, mib: number): Promise<void>;
+  /** Sets the maximum memory in MiB (`libxl_domain_setmaxmem`); `XEN_ERROR_INVAL` below the target. */
+  setMaxMemory(domid: number, mib: number): Promise<void>;
+  /** Brings vCPUs 0..count-1 online and the others offline (`libxl_set_vcpuonline`). */
+  setVcpus(domid: number, count: number): Promise<void>;
+  /** Pins a vCPU to physical CPUs (`libxl_set_vcpuaffinity`). */
+  pinVcpu(domid: number, vcpu: number, cpus: readonly number[]): Promise<void>;
+  /** Renames the domain (`libxl_domain_rename`); `XEN_ERROR_INVAL` when the name is taken. */
+  rename(domid: number, name: string): Promise<void>;
+  /** Attaches a device at run time (`libxl_device_*_add`); resolves once its backend is connected. */
+  attachDevice(domid: number, device: DeviceSpec, options?: ToolstackCallOptions): Promise<DeviceInfo>;
+  /** Detaches a device (`libxl_device_*_remove`); resolves once both ends are closed and removed. */
+  detachDevice(domid: number, kind: DeviceKind, devid: number, options?: ToolstackCallOptions): Promise<void>;
+  /** The domain's devices with their handshake state. */
+  listDevices(domid: number): Promise<DeviceInfo[]>;
+  /**
+   * Delivers every domain event from now on to `listener` until the returned function is
+   * called (calling it twice is harmless). A subscription does not keep the process alive.
+   */
+  subscribe(listener: (event: DomainEvent) => void): () => void;
+  /**
+   * The domain's primary console as a byte stream: reading gives what the guest wrote
+   * (what the console ring still holds first), writing types into the guest. Ends when
+   * the domain dies.
+   */
+  openConsole(domid: number): Promise<Duplex>;
+  /**
+   * Suspends the domain and writes its image to `out` (`libxl_domain_suspend`, as
+   * `xl save`): the domain shuts down with reason `suspend` and is destroyed once the
+   * image is written. If writing fails, the domain resumes and the call rejects with the
+   * stream's error. `out` is not ended.
+   */
+  save(domid: number, out: Writable, options?: ToolstackCallOptions): Promise<void>;
+  /** Restores a domain from an image written by `save` (`libxl_domain_create_restore`); resolves with its new domid. */
+  restore(input: Readable, options?: ToolstackCallOptions): Promise<number>;
+  /** Ends the session. Safe to call twice. */
+  close(): Promise<void>;
+}
+
+/** The backend member that opens a toolstack session; `XenBackend` extends it. */
+export interface ToolstackBackend {
+  /**
+   * Opens a toolstack session as dom0. The native backend rejects with `XEN_UNAVAILABLE`
+   * while its libxl binding is not built.
+   */
+  openToolstack(): Promise<ToolstackConnection>;
+}

@@ -1,0 +1,360 @@
+import { createWriteStream } from 'node:fs';
+import { finished } from 'node:stream/promises';
+import type { Duplex, Writable } from 'node:stream';
+import type { DeviceInfo, DeviceKind, DomainEvent, DomainInfo, DomainState, ToolstackConnection } from './backend-toolstack.js';
+import type { DiskConfig, DomainConfig, NicConfig, PciConfig } from './config/domain-config.js';
+import type { DomainEventsOptions, Domains } from './domains.js';
+import { XenError, abortError } from './errors.js';
+import type { VirtualDisk } from './vhd/disk.js';
+
+/** Options of {@link Domain.shutdown} and {@link Domain.reboot}. */
+export interface ShutdownOptions {
+  /** Wait until the domain is gone (shutdown) or back up (reboot). Default false. */
+  wait?: boolean;
+  /** With `wait`: give up after this many ms with XenError `XEN_ERROR_GUEST_TIMEDOUT`. */
+  timeoutMs?: number;
+  /** With `wait`: stop waiting (AbortError). The request already sent stands. */
+  signal?: AbortSignal;
+}
+
+/** Options of {@link Domain.waitFor}. */
+export interface WaitForOptions {
+  signal?: AbortSignal;
+  /** Give up after this many ms with XenError `XEN_ERROR_TIMEDOUT`. */
+  timeoutMs?: number;
+}
+
+/** Options of the device calls and {@link Domain.save}. */
+export interface DomainCallOptions {
+  signal?: AbortSignal;
+}
+
+/** Options of {@link Domain.attachDisk}. */
+export interface AttachDiskOptions extends DomainCallOptions {
+  /** The name the guest sees; the first free `xvdX` when absent. */
+  vdev?: string;
+  access?: DiskConfig['access'];
+  format?: DiskConfig['format'];
+  devtype?: DiskConfig['devtype'];
+}
+
+/** What {@link Domain.waitFor} waits for: a run state, or `gone` (destroyed). */
+export type WaitState = DomainState | 'gone';
+
+const WAIT_POLL_MS = 50;
+
+function checkMiB(value: unknown, op: string): asserts value is number {
+  if (!Number.isSafeInteger(value) || (value as number) < 1) throw new RangeError(`${op}: MiB must be a positive integer, got ${String(value)}`);
+}
+
+function isGone(err: unknown): boolean {
+  return err instanceof XenError && err.code === 'ESRCH';
+}
+
+/**
+ * One domain (a virtual machine) of the host. Get one from `xen.domains.create()`,
+ * `get()` or `restore()`. It follows its domain across a reboot (which gives a new domid,
+ * as on Xen) by its uuid; once the domain is destroyed, calls reject with XenError `ESRCH`.
+ *
+ * @example
+ * ```ts
+ * import { connect } from 'xenode';
+ * const xen = await connect({ backend: 'mock' });
+ * const dom = await xen.domains.create({ name: 'app', type: 'pvh', kernel: '/boot/vmlinuz', memory: 512, maxMemory: 1024, vcpus: 1, maxVcpus: 4 });
+ * await dom.setVcpus(2);
+ * await dom.setMemoryTarget(768);
+ * const info = await dom.info();
+ * console.log(info.state, info.vcpus.online, info.memory.target);   // running 2 768
+ * await dom.shutdown({ wait: true, timeoutMs: 5000 });
+ * await xen.close();
+ * ```
+ */
+export class Domain {
+  private currentDomid: number;
+
+  /** @internal Use `xen.domains`. */
+  constructor(
+    private readonly domains: Domains,
+    domid: number,
+    /** The domain's UUID (stable across reboots and save/restore). */
+    readonly uuid: string,
+    /** The domain's name when this object was made (see {@link info} for the current one). */
+    readonly name: string,
+  ) {
+    this.currentDomid = domid;
+  }
+
+  /** The domain id; changes when the domain reboots (Xen gives the new instance a new id). */
+  get domid(): number {
+    return this.currentDomid;
+  }
+
+  /** Runs `fn` on the domid; if the domain is gone, looks for its successor by uuid (a reboot) once. */
+  private async run<T>(fn: (ts: ToolstackConnection, domid: number) => Promise<T>): Promise<T> {
+    const ts = await this.domains.toolstack();
+    try {
+      return await fn(ts, this.currentDomid);
+    } catch (err) {
+      if (!isGone(err)) throw err;
+      const next = (await ts.listDomains()).find((d) => d.uuid === this.uuid && d.domid !== this.currentDomid);
+      if (next === undefined) throw err;
+      this.currentDomid = next.domid;
+      return fn(ts, next.domid);
+    }
+  }
+
+  /** The domain's state, memory (MiB), vCPUs and CPU time now. */
+  info(): Promise<DomainInfo> {
+    return this.run((ts, id) => ts.domainInfo(id));
+  }
+
+  /** The domain's configuration now: devices attached and memory/vCPU changes included. */
+  config(): Promise<DomainConfig> {
+    return this.run((ts, id) => ts.domainConfig(id));
+  }
+
+  pause(): Promise<void> {
+    return this.run((ts, id) => ts.pause(id));
+  }
+
+  unpause(): Promise<void> {
+    return this.run((ts, id) => ts.unpause(id));
+  }
+
+  /**
+   * Asks the guest to power off (through `control/shutdown`, as `xl shutdown`). With
+   * `wait`, resolves once the domain is gone (or shut down, when its `onPoweroff` is
+   * `preserve`). A paused guest does not react until unpaused.
+   */
+  async shutdown(options: ShutdownOptions = {}): Promise<void> {
+    const preserve = options.wait ? (await this.config()).onPoweroff === 'preserve' : false;
+    await this.request('poweroff', options, (ev, id) => ev.domid === id && (ev.type === 'death' || (preserve && ev.type === 'shutdown')));
+  }
+
+  /**
+   * Asks the guest to reboot (as `xl reboot`). With `wait`, resolves once the new instance
+   * runs; this object then refers to it (its new {@link domid}).
+   */
+  async reboot(options: ShutdownOptions = {}): Promise<void> {
+    await this.request('reboot', options, (ev) => ev.type === 'created' && ev.name === this.name);
+  }
+
+  private async request(kind: 'poweroff' | 'reboot', options: ShutdownOptions, done: (ev: DomainEvent, domid: number) => boolean): Promise<void> {
+    const { wait = false, timeoutMs, signal } = options;
+    if (timeoutMs !== undefined && (!Number.isFinite(timeoutMs) || timeoutMs < 0)) throw new RangeError(`${kind}: timeoutMs must be a non-negative number`);
+    if (!wait) return this.run((ts, id) => ts.shutdown(id, kind));
+    const ac = new AbortController();
+    const events = this.domains.eventStream({ signal: ac.signal }, () => true);
+    const timer = timeoutMs === undefined ? undefined : setTimeout(() => ac.abort(new XenError('XEN_ERROR_GUEST_TIMEDOUT', `XEN_ERROR_GUEST_TIMEDOUT: domain ${this.currentDomid} did not ${kind === 'poweroff' ? 'shut down' : 'reboot'} within ${timeoutMs} ms`, { op: `domain.${kind}`, domid: this.currentDomid })), timeoutMs);
+    const onAbort = () => ac.abort(signal?.reason);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      if (signal?.aborted) throw abortError(signal);
+      // Subscribed before the request, so the outcome cannot be missed.
+      await this.domains.toolstack();
+      await new Promise((r) => setImmediate(r));
+      const domid = this.currentDomid;
+      await this.run((ts, id) => ts.shutdown(id, kind));
+      for await (const ev of events) {
+        if (done(ev, domid)) {
+          if (ev.type === 'created') this.currentDomid = ev.domid;
+          return;
+        }
+      }
+    } catch (err) {
+      if (ac.signal.aborted && ac.signal.reason instanceof XenError) throw ac.signal.reason;
+      throw err;
+    } finally {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      await events.return();
+    }
+  }
+
+  /** Destroys the domain at once (as `xl destroy`); resolves when it is gone. */
+  destroy(): Promise<void> {
+    return this.run((ts, id) => ts.destroy(id));
+  }
+
+  /** Sets the balloon target in MiB (as `xl mem-set`); the guest's balloon driver follows. */
+  setMemoryTarget(mib: number): Promise<void> {
+    checkMiB(mib, 'setMemoryTarget');
+    return this.run((ts, id) => ts.setMemoryTarget(id, mib));
+  }
+
+  /** Sets the maximum memory in MiB (as `xl mem-max`). */
+  setMaxMemory(mib: number): Promise<void> {
+    checkMiB(mib, 'setMaxMemory');
+    return this.run((ts, id) => ts.setMaxMemory(id, mib));
+  }
+
+  /** Brings `count` vCPUs online (as `xl vcpu-set`), at most the domain's maxVcpus. */
+  setVcpus(count: number): Promise<void> {
+    if (!Number.isInteger(count) || count < 1) throw new RangeError(`setVcpus: count must be a positive integer, got ${String(count)}`);
+    return this.run((ts, id) => ts.setVcpus(id, count));
+  }
+
+  /** Pins a vCPU to physical CPUs (as `xl vcpu-pin`). */
+  pinVcpu(vcpu: number, cpus: readonly number[]): Promise<void> {
+    if (!Number.isInteger(vcpu) || vcpu < 0) throw new RangeError(`pinVcpu: vcpu must be a non-negative integer, got ${String(vcpu)}`);
+    if (!Array.isArray(cpus) || cpus.length === 0 || !cpus.every((c) => Number.isInteger(c) && c >= 0)) throw new TypeError('pinVcpu: cpus must be a non-empty array of CPU numbers');
+    return this.run((ts, id) => ts.pinVcpu(id, vcpu, [...cpus]));
+  }
+
+  /** Renames the domain (as `xl rename`); XenError `XEN_ERROR_INVAL` when the name is taken. */
+  rename(name: string): Promise<void> {
+    if (typeof name !== 'string' || !/^[A-Za-z0-9_.:+-][A-Za-z0-9_.:+@-]{0,63}$/.test(name)) throw new TypeError(`rename: not a valid domain name: ${JSON.stringify(name)}`);
+    return this.run((ts, id) => ts.rename(id, name));
+  }
+
+  /**
+   * Attaches a disk while the domain runs (as `xl block-attach`): a file or device path,
+   * a {@link VirtualDisk} (attached as `vhd`), or a full {@link DiskConfig}.
+   *
+   * @example
+   * ```ts
+   * import { connect } from 'xenode';
+   * const xen = await connect({ backend: 'mock' });
+   * const dom = await xen.domains.create({ name: 'nas', type: 'pv', kernel: '/k', memory: 256, vcpus: 1 });
+   * const disk = await dom.attachDisk('/srv/data.img', { access: 'ro' });
+   * console.log(disk.kind, disk.devid, disk.backendState);    // vbd 51712 connected
+   * const nic = await dom.attachNic({ bridge: 'xenbr0', queues: 4 });
+   * console.log((await dom.listDevices()).length);            // 2
+   * await dom.detachDevice(nic);
+   * await xen.close();
+   * ```
+   */
+  async attachDisk(disk: string | VirtualDisk | DiskConfig, options: AttachDiskOptions = {}): Promise<DeviceInfo> {
+    let config: DiskConfig;
+    if (typeof disk === 'string') config = { target: disk, vdev: '' };
+    else if (disk !== null && typeof disk === 'object' && 'vdev' in disk && typeof (disk as DiskConfig).target === 'string') config = { ...(disk as DiskConfig) };
+    else if (disk !== null && typeof disk === 'object' && typeof (disk as VirtualDisk).path === 'string') config = { target: (disk as VirtualDisk).path, vdev: '', format: 'vhd' };
+    else throw new TypeError('attachDisk: expected a path, a VirtualDisk or a DiskConfig');
+    if (options.vdev !== undefined) config.vdev = options.vdev;
+    if (options.access !== undefined) config.access = options.access;
+    if (options.format !== undefined) config.format = options.format;
+    if (options.devtype !== undefined) config.devtype = options.devtype;
+    if (config.vdev === '') config.vdev = await this.freeVdev();
+    if (!/^(xvd|hd|sd)[a-z]+\d*$/.test(config.vdev)) throw new RangeError(`attachDisk: vdev must name a virtual disk (xvdb, hdc, sdb…), got ${JSON.stringify(config.vdev)}`);
+    return this.run((ts, id) => ts.attachDevice(id, { kind: 'disk', disk: config }, options.signal === undefined ? {} : { signal: options.signal }));
+  }
+
+  private async freeVdev(): Promise<string> {
+    const used = new Set((await this.listDevices()).filter((d) => d.kind === 'vbd').map((d) => (d.config as DiskConfig).vdev));
+    for (let i = 0; i < 26; i++) {
+      const name = `xvd${String.fromCharCode(97 + i)}`;
+      if (!used.has(name)) return name;
+    }
+    throw new RangeError('attachDisk: every xvda..xvdz is taken; pass options.vdev');
+  }
+
+  /** Attaches a network interface (as `xl network-attach`); `queues` sets multi-queue netfront. */
+  attachNic(nic: NicConfig = {}, options: DomainCallOptions = {}): Promise<DeviceInfo> {
+    if (nic === null || typeof nic !== 'object') throw new TypeError('attachNic: nic must be an object');
+    if (nic.queues !== undefined && (!Number.isInteger(nic.queues) || nic.queues < 1)) throw new RangeError(`attachNic: queues must be a positive integer, got ${String(nic.queues)}`);
+    if (nic.mac !== undefined && !/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(nic.mac)) throw new RangeError(`attachNic: not a MAC address: ${JSON.stringify(nic.mac)}`);
+    return this.run((ts, id) => ts.attachDevice(id, { kind: 'nic', nic: { ...nic } }, options.signal === undefined ? {} : { signal: options.signal }));
+  }
+
+  /**
+   * Passes a host PCI function through (as `xl pci-attach`), SR-IOV virtual functions
+   * included. XenError `XEN_ERROR_FAIL` when the host cannot assign it.
+   */
+  attachPci(pci: string | PciConfig, options: DomainCallOptions = {}): Promise<DeviceInfo> {
+    const config = typeof pci === 'string' ? { bdf: pci } : { ...pci };
+    if (typeof config.bdf !== 'string' || !/^(?:[0-9a-f]{1,4}:)?[0-9a-f]{1,2}:[0-1]?[0-9a-f]\.[0-7]$/i.test(config.bdf)) throw new RangeError(`attachPci: not a PCI address ([DDDD:]BB:DD.F): ${JSON.stringify(config.bdf)}`);
+    return this.run((ts, id) => ts.attachDevice(id, { kind: 'pci', pci: config }, options.signal === undefined ? {} : { signal: options.signal }));
+  }
+
+  /** Detaches a device (one {@link listDevices} or an attach call returned). */
+  detachDevice(device: Pick<DeviceInfo, 'kind' | 'devid'>, options: DomainCallOptions = {}): Promise<void> {
+    const kinds: DeviceKind[] = ['vbd', 'vif', 'pci'];
+    if (device === null || typeof device !== 'object' || !kinds.includes(device.kind) || !Number.isInteger(device.devid)) throw new TypeError('detachDevice: expected { kind: vbd|vif|pci, devid }');
+    return this.run((ts, id) => ts.detachDevice(id, device.kind, device.devid, options.signal === undefined ? {} : { signal: options.signal }));
+  }
+
+  /** The domain's devices, with the xenbus state of their frontend and backend. */
+  listDevices(): Promise<DeviceInfo[]> {
+    return this.run((ts, id) => ts.listDevices(id));
+  }
+
+  /** This domain's events (`shutdown` with its reason, `death`), as `xen.domains.events()` but filtered. */
+  events(options: DomainEventsOptions = {}): AsyncIterableIterator<DomainEvent> {
+    return this.domains.eventStream(options, (ev) => ev.domid === this.currentDomid);
+  }
+
+  /**
+   * Resolves once the domain is in `state` (or gone, for `'gone'`). Rejects with XenError
+   * `XEN_ERROR_TIMEDOUT` after `timeoutMs`, `ESRCH` if the domain dies while waiting for a
+   * state, AbortError on `signal`.
+   */
+  async waitFor(state: WaitState, options: WaitForOptions = {}): Promise<void> {
+    const states: WaitState[] = ['running', 'blocked', 'paused', 'shutdown', 'crashed', 'dying', 'gone'];
+    if (!states.includes(state)) throw new RangeError(`waitFor: state must be one of ${states.join(', ')}`);
+    const { signal, timeoutMs } = options;
+    const started = performance.now();
+    const ts = await this.domains.toolstack();
+    for (;;) {
+      if (signal?.aborted) throw abortError(signal);
+      let now: DomainState | 'gone';
+      try {
+        now = (await ts.domainInfo(this.currentDomid)).state;
+      } catch (err) {
+        if (!isGone(err)) throw err;
+        now = 'gone';
+      }
+      if (now === state) return;
+      if (now === 'gone') throw new XenError('ESRCH', `ESRCH: domain ${this.currentDomid} is gone (waiting for ${state})`, { op: 'domain.waitFor', domid: this.currentDomid, errno: 3 });
+      if (timeoutMs !== undefined && performance.now() - started >= timeoutMs) {
+        throw new XenError('XEN_ERROR_TIMEDOUT', `XEN_ERROR_TIMEDOUT: domain ${this.currentDomid} is ${now}, not ${state}, after ${timeoutMs} ms`, { op: 'domain.waitFor', domid: this.currentDomid });
+      }
+      // Pause/unpause have no event in libxl: poll, but wake early on any event of this domain.
+      await this.nap(signal);
+    }
+  }
+
+  private nap(signal?: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      const ac = new AbortController();
+      const events = this.events({ signal: ac.signal });
+      const done = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', done);
+        ac.abort();
+        resolve();
+      };
+      const timer = setTimeout(done, WAIT_POLL_MS);
+      signal?.addEventListener('abort', done, { once: true });
+      events.next().then(done, done);
+    });
+  }
+
+  /**
+   * The guest's console as a byte stream (as `xl console`): reading gives what the guest
+   * printed (what the console still holds first), writing types into it. It ends when the
+   * domain dies; destroy it to detach.
+   */
+  console(): Promise<Duplex> {
+    return this.run((ts, id) => ts.openConsole(id));
+  }
+
+  /**
+   * Saves the domain (as `xl save`) to a file path or a writable stream (not ended); the
+   * domain is suspended, written out and destroyed. Restore it with `xen.domains.restore()`.
+   */
+  async save(pathOrWritable: string | Writable, options: DomainCallOptions = {}): Promise<void> {
+    const opts = options.signal === undefined ? {} : { signal: options.signal };
+    if (typeof pathOrWritable === 'string') {
+      const out = createWriteStream(pathOrWritable);
+      try {
+        await this.run((ts, id) => ts.save(id, out, opts));
+      } finally {
+        out.end();
+        await finished(out).catch(() => undefined);
+      }
+      return;
+    }
+    if (pathOrWritable === null || typeof pathOrWritable !== 'object' || typeof pathOrWritable.write !== 'function') throw new TypeError('save: expected a file path or a Writable');
+    await this.run((ts, id) => ts.save(id, pathOrWritable, opts));
+  }
+}

@@ -1,0 +1,195 @@
+import { createReadStream } from 'node:fs';
+import type { Readable } from 'node:stream';
+import { Readable as ReadableStream } from 'node:stream';
+import type { DomainEvent, DomainInfo, ToolstackConnection } from './backend-toolstack.js';
+import type { XenBackend } from './backend.js';
+import type { DomainConfig } from './config/domain-config.js';
+import { validateDomainConfig } from './config/validate.js';
+import { parseXlConfig } from './config/xlcfg.js';
+import { Domain } from './domain.js';
+import { closedError } from './errors.js';
+import { EventQueue } from './event-queue.js';
+
+/** Options of {@link Domains.create} and {@link Domains.restore}. */
+export interface CreateOptions {
+  /** Aborts the creation: what was built is destroyed and the call rejects with AbortError. */
+  signal?: AbortSignal;
+  /** For xl.cfg text: the file name its errors mention. */
+  filename?: string;
+}
+
+/** Options of the event iterators. */
+export interface DomainEventsOptions {
+  /** Ends the iteration: a pending `next()` rejects with an AbortError. */
+  signal?: AbortSignal;
+}
+
+/**
+ * @internal The toolstack session a `Xen` object shares between `xen.domains` and
+ * `xen.host`: opened on first use (so a backend without one fails only when domains are
+ * used), closed with the `Xen` object.
+ */
+export class ToolstackSession {
+  private opening: Promise<ToolstackConnection> | undefined;
+  private closed = false;
+
+  constructor(private readonly backend: XenBackend) {}
+
+  get(): Promise<ToolstackConnection> {
+    if (this.closed) return Promise.reject(closedError('xen.domains'));
+    // A custom backend written before domains existed fails here, not at connect().
+    if (typeof this.backend.openToolstack !== 'function') return Promise.reject(new TypeError(`backend '${this.backend.name}' has no openToolstack(): it offers no domains`));
+    this.opening ??= this.backend.openToolstack();
+    // A failed open is retried by the next call rather than remembered.
+    this.opening.catch(() => {
+      this.opening = undefined;
+    });
+    return this.opening;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const ts = await this.opening?.catch(() => undefined);
+    await ts?.close();
+  }
+}
+
+function checkName(name: unknown, op: string): asserts name is string {
+  if (typeof name !== 'string' || name === '') throw new TypeError(`${op}: name must be a non-empty string`);
+}
+
+/**
+ * The domains of a host: `xen.domains`. Creates domains (from a {@link DomainConfig} or the
+ * text of an xl.cfg file), finds them, restores saved ones, and reports their events.
+ *
+ * @example
+ * ```ts
+ * import { connect } from 'xenode';
+ * const xen = await connect({ backend: 'mock' });
+ * const web = await xen.domains.create(`
+ *   name = "web1"
+ *   kernel = "/boot/vmlinuz"
+ *   memory = 256
+ *   vcpus = 2
+ * `);
+ * console.log((await web.info()).state);                 // 'running'
+ * console.log((await xen.domains.list()).map((d) => d.name)); // ['Domain-0', 'web1']
+ * await web.destroy();
+ * await xen.close();
+ * ```
+ */
+export class Domains {
+  /** @internal Use `xen.domains`. */
+  constructor(private readonly session: ToolstackSession) {}
+
+  /** @internal The toolstack session, for {@link Domain}. */
+  toolstack(): Promise<ToolstackConnection> {
+    return this.session.get();
+  }
+
+  /**
+   * Creates and starts a domain; resolves once it runs with its devices connected.
+   * A string is read as xl.cfg text ({@link parseXlConfig}); an object is checked with
+   * {@link validateDomainConfig}. Either throws before anything is created when the
+   * configuration is wrong. Rejects with XenError `ENOMEM` when the host lacks the memory,
+   * `XEN_ERROR_INVAL` when the name is taken.
+   */
+  async create(config: DomainConfig | string, options: CreateOptions = {}): Promise<Domain> {
+    let cfg: DomainConfig;
+    if (typeof config === 'string') {
+      cfg = parseXlConfig(config, options.filename === undefined ? {} : { filename: options.filename });
+    } else {
+      validateDomainConfig(config);
+      cfg = config;
+    }
+    const ts = await this.toolstack();
+    const domid = await ts.createDomain(cfg, options.signal === undefined ? {} : { signal: options.signal });
+    return this.byDomid(domid);
+  }
+
+  /** Every domain on the host, dom0 first. */
+  async list(): Promise<DomainInfo[]> {
+    return (await this.toolstack()).listDomains();
+  }
+
+  /** The domain with this domid or name; rejects with XenError `ESRCH` when there is none. */
+  async get(domidOrName: number | string): Promise<Domain> {
+    if (typeof domidOrName === 'number') {
+      if (!Number.isInteger(domidOrName) || domidOrName < 0 || domidOrName >= 0x7ff0) throw new RangeError(`domains.get: domid must be an integer in 0..32751, got ${domidOrName}`);
+      return this.byDomid(domidOrName);
+    }
+    checkName(domidOrName, 'domains.get');
+    // A number given as text (from a command line) is a domid, as xl reads it.
+    if (/^\d+$/.test(domidOrName)) return this.byDomid(Number(domidOrName));
+    return this.byDomid(await (await this.toolstack()).domidByName(domidOrName));
+  }
+
+  private async byDomid(domid: number): Promise<Domain> {
+    const info = await (await this.toolstack()).domainInfo(domid);
+    return new Domain(this, info.domid, info.uuid, info.name);
+  }
+
+  /**
+   * Domain events from now on — `created`, `shutdown` (with its reason) and `death` — for
+   * every domain, as an async iterator. Breaking out of the loop or aborting `signal` ends
+   * it; closing the `Xen` object ends it too. It does not keep the process alive by itself.
+   *
+   * @example
+   * ```ts
+   * import { MockHost, connect } from 'xenode';
+   * const host = await MockHost.create({ timing: 'instant' });
+   * const xen = await connect({ backend: host });
+   * const events = xen.domains.events({ signal: AbortSignal.timeout(5000) });
+   * const dom = await xen.domains.create({ name: 'db', type: 'pvh', kernel: '/k', memory: 128, vcpus: 1 });
+   * host.crashDomain(dom.domid);                     // a test control: the guest panics
+   * for await (const ev of events) {
+   *   console.log(ev.type, ev.name, ev.type === 'shutdown' ? ev.reason : '');  // created, shutdown crash, death
+   *   if (ev.type === 'death') break;
+   * }
+   * await xen.close();
+   * await host.close();
+   * ```
+   */
+  events(options: DomainEventsOptions = {}): AsyncIterableIterator<DomainEvent> {
+    return this.eventStream(options, () => true);
+  }
+
+  /** @internal Events passing `filter`, for {@link Domain.events}. */
+  eventStream(options: DomainEventsOptions, filter: (ev: DomainEvent) => boolean): EventQueue<DomainEvent> {
+    const { signal } = options;
+    if (signal !== undefined && !(signal instanceof AbortSignal)) throw new TypeError('events: signal must be an AbortSignal');
+    let unsubscribe: (() => void) | undefined;
+    let stopped = false;
+    const queue = new EventQueue<DomainEvent>(() => {
+      stopped = true;
+      unsubscribe?.();
+    }, signal);
+    // Subscribing is synchronous on a connection already open, so no event is missed then.
+    this.toolstack().then(
+      (ts) => {
+        if (stopped) return;
+        unsubscribe = ts.subscribe((ev) => {
+          if (filter(ev)) queue.push(ev);
+        });
+      },
+      (err: unknown) => queue.fail(err),
+    );
+    return queue;
+  }
+
+  /**
+   * Restores a domain saved by {@link Domain.save}, from a file path or a readable stream;
+   * resolves with the running domain (a new domid, the same name and uuid).
+   * XenError `XEN_ERROR_INVAL` when the data is not a save image.
+   */
+  async restore(pathOrReadable: string | Readable, options: CreateOptions = {}): Promise<Domain> {
+    let input: Readable;
+    if (typeof pathOrReadable === 'string') input = createReadStream(pathOrReadable);
+    else if (pathOrReadable instanceof ReadableStream || typeof (pathOrReadable as Readable)?.[Symbol.asyncIterator] === 'function') input = pathOrReadable;
+    else throw new TypeError('domains.restore: expected a file path or a Readable');
+    const ts = await this.toolstack();
+    const domid = await ts.restore(input, options.signal === undefined ? {} : { signal: options.signal });
+    return this.byDomid(domid);
+  }
+}

@@ -1,0 +1,414 @@
+/**
+ * The toolstack conformance suite: what lib/backend-toolstack.ts promises, checked through
+ * the public API (`xen.domains`, `Domain`, `xen.host`) so it runs unchanged against every
+ * backend — the mock host in process and over its sockets now, native libxl on real Xen
+ * in the real-Xen tier later. What only a simulated host can do (make a guest crash,
+ * type on its console) is gated by the factory's feature table.
+ */
+import { PassThrough } from 'node:stream';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import type { DomainConfig, DomainEvent, ShutdownReason, Xen } from '../../lib/index.js';
+
+/** How the suite reaches the host under test. */
+export interface ToolstackSuiteFactory {
+  /** A connection to the host; the suite creates and destroys domains named `conf-*` on it. */
+  connect(): Promise<Xen>;
+  /** A kernel the host boots (real Xen needs a real file). */
+  readonly kernel: string;
+  /** Upper bound for a guest's reaction (boot, shutdown), in ms. */
+  readonly timeoutMs: number;
+  /** A PCI function the host can pass through (an SR-IOV VF), when it has one. */
+  readonly assignablePci?: string;
+  /** Test controls of a simulated guest; absent on real Xen. */
+  readonly guest?: {
+    crash(domid: number): void;
+    shutdown(domid: number, reason: ShutdownReason): void;
+    writeConsole(domid: number, text: string): void;
+  };
+  /** Releases everything the factory made. */
+  cleanup(): Promise<void>;
+}
+
+let serial = 0;
+
+async function expectCode(p: Promise<unknown>, code: string): Promise<void> {
+  await expect(p).rejects.toMatchObject({ code });
+}
+
+/** Collects events until `until` matches one (or the timeout aborts). */
+async function collect(it: AsyncIterableIterator<DomainEvent>, until: (ev: DomainEvent) => boolean): Promise<DomainEvent[]> {
+  const seen: DomainEvent[] = [];
+  for await (const ev of it) {
+    seen.push(ev);
+    if (until(ev)) break;
+  }
+  return seen;
+}
+
+/** Reads a stream until `pattern` appears in what was read. */
+function readUntil(stream: NodeJS.ReadableStream, pattern: RegExp, ms: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let text = '';
+    const timer = setTimeout(() => reject(new Error(`console: no ${pattern} in ${JSON.stringify(text)}`)), ms);
+    const onData = (chunk: Buffer) => {
+      text += chunk.toString('latin1');
+      if (pattern.test(text)) {
+        clearTimeout(timer);
+        stream.off('data', onData);
+        resolve(text);
+      }
+    };
+    stream.on('data', onData);
+  });
+}
+
+export function toolstackConformance(name: string, factory: ToolstackSuiteFactory): void {
+  describe(`toolstack conformance: ${name}`, () => {
+    const xens: Xen[] = [];
+    const open = async (): Promise<Xen> => {
+      const xen = await factory.connect();
+      xens.push(xen);
+      return xen;
+    };
+    const config = (over: Partial<DomainConfig> = {}): DomainConfig => ({ name: `conf-${++serial}`, type: 'pvh', kernel: factory.kernel, memory: 64, vcpus: 1, ...over });
+
+    afterEach(async () => {
+      for (const xen of xens.splice(0)) {
+        for (const d of await xen.domains.list().catch(() => [])) {
+          if (d.name.startsWith('conf-')) await (await xen.domains.get(d.domid).catch(() => undefined))?.destroy().catch(() => undefined);
+        }
+        await xen.close();
+      }
+    });
+    afterAll(() => factory.cleanup());
+
+    describe('host and listing', () => {
+      it('describes the host', async () => {
+        const xen = await open();
+        const h = await xen.host.info();
+        expect(h.xenVersion).toMatch(/^\d+\.\d+/);
+        expect(h.cpus).toBe(h.cores * h.threadsPerCore);
+        expect(h.freeMemory).toBeLessThanOrEqual(h.totalMemory);
+        expect(h.capabilities.length).toBeGreaterThan(0);
+        expect(await xen.host.freeMemory()).toBe(h.freeMemory);
+        expect(await xen.host.isDom0()).toBe(true);
+      });
+
+      it('lists dom0 first', async () => {
+        const xen = await open();
+        const [first] = await xen.domains.list();
+        expect(first).toMatchObject({ domid: 0, name: 'Domain-0' });
+        expect(['running', 'blocked']).toContain(first?.state);
+      });
+
+      it('refuses to pause, shut down or destroy dom0', async () => {
+        const dom0 = await (await open()).domains.get(0);
+        await expectCode(dom0.pause(), 'XEN_ERROR_INVAL');
+        await expectCode(dom0.shutdown(), 'XEN_ERROR_INVAL');
+        await expectCode(dom0.destroy(), 'XEN_ERROR_INVAL');
+      });
+    });
+
+    describe('lifecycle', () => {
+      it('creates a running domain that matches its configuration', async () => {
+        const xen = await open();
+        const cfg = config({ memory: 96, maxMemory: 128, vcpus: 2, maxVcpus: 3 });
+        const dom = await xen.domains.create(cfg);
+        const i = await dom.info();
+        expect(i).toMatchObject({ domid: dom.domid, name: cfg.name, uuid: dom.uuid, memory: { current: 96, target: 96, max: 128 }, vcpus: { online: 2, max: 3 } });
+        expect(['running', 'blocked']).toContain(i.state);
+        expect(i.cpuTime).toBeGreaterThanOrEqual(0);
+        expect((await xen.domains.get(cfg.name)).domid).toBe(dom.domid);
+        expect((await xen.domains.get(dom.domid)).uuid).toBe(dom.uuid);
+        expect((await xen.domains.list()).map((d) => d.domid)).toContain(dom.domid);
+        const back = await dom.config();
+        expect(back).toMatchObject({ name: cfg.name, type: 'pvh', memory: 96, maxMemory: 128, vcpus: 2, maxVcpus: 3, uuid: dom.uuid });
+      });
+
+      it('takes xl.cfg text, and refuses a wrong one before creating anything', async () => {
+        const xen = await open();
+        const name = `conf-${++serial}`;
+        const dom = await xen.domains.create(`name = "${name}"\nkernel = "${factory.kernel}"\nmemory = 64\nvcpus = 1\n`);
+        expect((await dom.info()).name).toBe(name);
+        await expect(xen.domains.create(`name = "conf-bad"\nmemory = "x"\n`)).rejects.toThrow(/memory/);
+        await expect(xen.domains.create({ name: 'conf-bad', type: 'pv', memory: 0, vcpus: 1, kernel: '/k' })).rejects.toMatchObject({ code: 'XEN_INVALID_CONFIG', field: 'memory' });
+        expect((await xen.domains.list()).some((d) => d.name === 'conf-bad')).toBe(false);
+      });
+
+      it('allocates increasing domids and does not reuse them at once', async () => {
+        const xen = await open();
+        const a = await xen.domains.create(config());
+        await a.destroy();
+        const b = await xen.domains.create(config());
+        expect(b.domid).toBeGreaterThan(a.domid);
+      });
+
+      it('refuses a name in use, and memory the host does not have', async () => {
+        const xen = await open();
+        const cfg = config();
+        await xen.domains.create(cfg);
+        await expectCode(xen.domains.create({ ...cfg }), 'XEN_ERROR_INVAL');
+        const free = await xen.host.freeMemory();
+        await expectCode(xen.domains.create(config({ memory: free + 1024 })), 'ENOMEM');
+      });
+
+      it('says ESRCH for a domain that does not exist', async () => {
+        const xen = await open();
+        await expectCode(xen.domains.get('conf-nobody'), 'ESRCH');
+        await expectCode(xen.domains.get(30000), 'ESRCH');
+        const dom = await xen.domains.create(config());
+        await dom.destroy();
+        await expectCode(dom.info(), 'ESRCH');
+        await expectCode(dom.pause(), 'ESRCH');
+      });
+
+      it('pauses and unpauses', async () => {
+        const dom = await (await open()).domains.create(config());
+        await dom.pause();
+        expect((await dom.info()).state).toBe('paused');
+        await dom.pause(); // paused twice is still paused
+        await dom.unpause();
+        expect(['running', 'blocked']).toContain((await dom.info()).state);
+      });
+
+      it('shuts down on request and is gone', async () => {
+        const xen = await open();
+        const dom = await xen.domains.create(config());
+        await dom.shutdown({ wait: true, timeoutMs: factory.timeoutMs });
+        expect((await xen.domains.list()).some((d) => d.domid === dom.domid)).toBe(false);
+      });
+
+      it('keeps a domain whose onPoweroff is preserve, shut down with its reason', async () => {
+        const dom = await (await open()).domains.create(config({ onPoweroff: 'preserve' }));
+        await dom.shutdown({ wait: true, timeoutMs: factory.timeoutMs });
+        expect(await dom.info()).toMatchObject({ state: 'shutdown', shutdownReason: 'poweroff' });
+        await dom.destroy();
+      });
+
+      it('times out waiting for a paused guest to shut down', async () => {
+        const dom = await (await open()).domains.create(config());
+        await dom.pause();
+        await expectCode(dom.shutdown({ wait: true, timeoutMs: 100 }), 'XEN_ERROR_GUEST_TIMEDOUT');
+        expect((await dom.info()).state).toBe('paused');
+      });
+
+      it('reboots into a new domid with the same uuid, and the Domain follows', async () => {
+        const dom = await (await open()).domains.create(config());
+        const before = dom.domid;
+        await dom.reboot({ wait: true, timeoutMs: factory.timeoutMs * 2 });
+        expect(dom.domid).not.toBe(before);
+        expect((await dom.info()).uuid).toBe(dom.uuid);
+      });
+
+      it('destroys at once', async () => {
+        const xen = await open();
+        const dom = await xen.domains.create(config());
+        await dom.destroy();
+        await expectCode(xen.domains.get(dom.domid), 'ESRCH');
+      });
+
+      it('renames, refusing a name in use', async () => {
+        const xen = await open();
+        const a = await xen.domains.create(config());
+        const b = await xen.domains.create(config());
+        const fresh = `conf-${++serial}`;
+        await a.rename(fresh);
+        expect((await a.info()).name).toBe(fresh);
+        await expectCode(b.rename(fresh), 'XEN_ERROR_INVAL');
+      });
+
+      it('aborts a creation, leaving nothing behind', async () => {
+        const xen = await open();
+        const cfg = config();
+        const ac = new AbortController();
+        ac.abort();
+        await expect(xen.domains.create(cfg, { signal: ac.signal })).rejects.toMatchObject({ name: 'AbortError' });
+        expect((await xen.domains.list()).some((d) => d.name === cfg.name)).toBe(false);
+      });
+    });
+
+    describe('memory and vCPUs', () => {
+      it('balloons within the maximum and moves host memory', async () => {
+        const xen = await open();
+        const dom = await xen.domains.create(config({ memory: 128, maxMemory: 256 }));
+        const free = await xen.host.freeMemory();
+        await dom.setMemoryTarget(64);
+        await expect.poll(async () => (await dom.info()).memory.current, { timeout: factory.timeoutMs }).toBe(64);
+        expect(await xen.host.freeMemory()).toBe(free + 64);
+        expect((await dom.config()).memory).toBe(64);
+        await expectCode(dom.setMemoryTarget(512), 'XEN_ERROR_INVAL');
+        await expectCode(dom.setMaxMemory(32), 'XEN_ERROR_INVAL');
+        await dom.setMaxMemory(512);
+        await dom.setMemoryTarget(512);
+        expect((await dom.info()).memory).toMatchObject({ target: 512, max: 512 });
+        expect(() => dom.setMemoryTarget(0)).toThrow(RangeError);
+      });
+
+      it('sets vCPUs online up to the maximum and pins them', async () => {
+        const dom = await (await open()).domains.create(config({ vcpus: 1, maxVcpus: 4 }));
+        await dom.setVcpus(3);
+        expect((await dom.info()).vcpus).toEqual({ online: 3, max: 4 });
+        await expectCode(dom.setVcpus(5), 'XEN_ERROR_INVAL');
+        await dom.pinVcpu(0, [0, 1]);
+        await expectCode(dom.pinVcpu(9, [0]), 'XEN_ERROR_INVAL');
+        await expectCode(dom.pinVcpu(0, [4096]), 'XEN_ERROR_INVAL');
+        expect(() => dom.pinVcpu(0, [])).toThrow(TypeError);
+      });
+    });
+
+    describe('devices', () => {
+      it('attaches and detaches a disk and a multi-queue NIC, reporting backend state', async () => {
+        const dom = await (await open()).domains.create(config({ disks: [{ target: '/srv/conf-root.img', vdev: 'xvda' }] }));
+        const disk = await dom.attachDisk('/srv/conf-data.img', { access: 'ro' });
+        expect(disk).toMatchObject({ kind: 'vbd', devid: 51728, backendDomid: 0, frontendState: 'connected', backendState: 'connected' });
+        expect(disk.config).toMatchObject({ vdev: 'xvdb', access: 'ro', target: '/srv/conf-data.img' });
+        await expectCode(dom.attachDisk('/srv/other.img', { vdev: 'xvdb' }), 'XEN_ERROR_DEVICE_EXISTS');
+        const nic = await dom.attachNic({ bridge: 'xenbr0', queues: 4 });
+        expect(nic).toMatchObject({ kind: 'vif', backendState: 'connected' });
+        expect((nic.config as { mac?: string }).mac).toMatch(/^00:16:3e:/);
+        expect((await dom.listDevices()).map((d) => `${d.kind}/${d.devid}`).sort()).toEqual(['vbd/51712', 'vbd/51728', `vif/${nic.devid}`]);
+        expect((await dom.config()).disks?.map((d) => d.vdev)).toEqual(['xvda', 'xvdb']);
+        await dom.detachDevice(disk);
+        await dom.detachDevice(nic);
+        await expectCode(dom.detachDevice(nic), 'XEN_ERROR_NOTFOUND');
+        expect((await dom.listDevices()).map((d) => d.devid)).toEqual([51712]);
+      });
+
+      it.skipIf(factory.assignablePci === undefined)('passes an SR-IOV virtual function through, once', async () => {
+        const xen = await open();
+        const a = await xen.domains.create(config());
+        const b = await xen.domains.create(config());
+        const vf = factory.assignablePci as string;
+        const dev = await a.attachPci(vf);
+        expect(dev).toMatchObject({ kind: 'pci', backendState: 'connected' });
+        await expectCode(a.attachPci(vf), 'XEN_ERROR_DEVICE_EXISTS');
+        await expectCode(b.attachPci(vf), 'XEN_ERROR_FAIL');
+        await a.detachDevice(dev);
+        await b.attachPci({ bdf: vf, permissive: true });
+        await expectCode(b.attachPci('ff:1f.7'), 'XEN_ERROR_FAIL');
+      });
+    });
+
+    describe('events', () => {
+      it('reports created, shutdown with its reason, and death', async () => {
+        const xen = await open();
+        const events = xen.domains.events({ signal: AbortSignal.timeout(factory.timeoutMs * 4) });
+        const dom = await xen.domains.create(config());
+        await dom.shutdown();
+        const seen = await collect(events, (ev) => ev.type === 'death' && ev.domid === dom.domid);
+        const mine = seen.filter((e) => e.domid === dom.domid).map((e) => (e.type === 'shutdown' ? `shutdown:${e.reason}` : e.type));
+        expect(mine).toEqual(['created', 'shutdown:poweroff', 'death']);
+      });
+
+      it("filters a domain's own events and ends on abort with AbortError", async () => {
+        const xen = await open();
+        const a = await xen.domains.create(config());
+        const b = await xen.domains.create(config());
+        const ac = new AbortController();
+        const events = a.events({ signal: ac.signal });
+        await b.destroy();
+        await a.destroy();
+        const first = await events.next();
+        expect(first.value).toMatchObject({ type: 'death', domid: a.domid });
+        ac.abort();
+        await expect(events.next()).rejects.toMatchObject({ name: 'AbortError' });
+        await events.return?.(); // ending twice is harmless
+      });
+
+      it('waits for a state, and times out with XEN_ERROR_TIMEDOUT', async () => {
+        const dom = await (await open()).domains.create(config());
+        setTimeout(() => void dom.pause(), 20);
+        await dom.waitFor('paused', { timeoutMs: factory.timeoutMs });
+        await expectCode(dom.waitFor('shutdown', { timeoutMs: 60 }), 'XEN_ERROR_TIMEDOUT');
+        const ac = new AbortController();
+        setTimeout(() => ac.abort(), 20);
+        await expect(dom.waitFor('crashed', { signal: ac.signal })).rejects.toMatchObject({ name: 'AbortError' });
+        await dom.destroy();
+        await dom.waitFor('gone');
+      });
+    });
+
+    describe('console', () => {
+      it('gives a Duplex that ends when the domain dies', async () => {
+        const dom = await (await open()).domains.create(config());
+        const con = await dom.console();
+        expect(typeof con.write).toBe('function');
+        const ended = new Promise((r) => con.once('end', r));
+        con.resume();
+        await dom.destroy();
+        await ended;
+        con.destroy();
+        con.destroy(); // twice is harmless
+      });
+
+      it.skipIf(factory.guest === undefined)('shows what the guest writes and echoes what is typed', async () => {
+        const dom = await (await open()).domains.create(config());
+        const con = await dom.console();
+        await readUntil(con, /login: $/, factory.timeoutMs);
+        factory.guest?.writeConsole(dom.domid, 'hello from the guest\r\n');
+        await readUntil(con, /hello from the guest/, factory.timeoutMs);
+        const echo = readUntil(con, /root\r\nPassword: /, factory.timeoutMs);
+        con.write('root\r');
+        await echo;
+        con.destroy();
+      });
+    });
+
+    describe('save and restore', () => {
+      it('saves to a stream (the domain goes) and restores it under a new domid', async () => {
+        const xen = await open();
+        const dom = await xen.domains.create(config({ memory: 80 }));
+        const image = new PassThrough();
+        const chunks: Buffer[] = [];
+        image.on('data', (c: Buffer) => chunks.push(c));
+        await dom.save(image);
+        await expectCode(dom.info(), 'ESRCH');
+        const back = await xen.domains.restore(PassThrough.from(Buffer.concat(chunks)));
+        const i = await back.info();
+        expect(i).toMatchObject({ name: dom.name, uuid: dom.uuid, memory: { current: 80 } });
+        expect(back.domid).not.toBe(dom.domid);
+        await expectCode(xen.domains.restore(PassThrough.from(Buffer.from('not an image'))), 'XEN_ERROR_INVAL');
+      });
+    });
+
+    describe.skipIf(factory.guest === undefined)('guest-initiated events (simulated host controls)', () => {
+      it('a crash reports shutdown(crash) then death, as on_crash=destroy says', async () => {
+        const xen = await open();
+        const dom = await xen.domains.create(config());
+        const events = dom.events({ signal: AbortSignal.timeout(factory.timeoutMs * 4) });
+        await new Promise((r) => setImmediate(r));
+        factory.guest?.crash(dom.domid);
+        const seen = await collect(events, (ev) => ev.type === 'death');
+        expect(seen.map((e) => (e.type === 'shutdown' ? e.reason : e.type))).toEqual(['crash', 'death']);
+      });
+
+      it('a crash with on_crash=preserve leaves the domain crashed', async () => {
+        const dom = await (await open()).domains.create(config({ onCrash: 'preserve' }));
+        factory.guest?.crash(dom.domid);
+        await dom.waitFor('crashed', { timeoutMs: factory.timeoutMs });
+        expect((await dom.info()).shutdownReason).toBe('crash');
+      });
+
+      it('a guest that reboots itself comes back (on_reboot=restart)', async () => {
+        const xen = await open();
+        const dom = await xen.domains.create(config());
+        const events = xen.domains.events({ signal: AbortSignal.timeout(factory.timeoutMs * 4) });
+        await new Promise((r) => setImmediate(r));
+        factory.guest?.shutdown(dom.domid, 'reboot');
+        const seen = await collect(events, (ev) => ev.type === 'created' && ev.name === dom.name);
+        expect(seen.map((e) => e.type)).toEqual(['shutdown', 'death', 'created']);
+        expect((await xen.domains.get(dom.name)).uuid).toBe(dom.uuid);
+      });
+    });
+
+    describe('closing', () => {
+      it('rejects with XEN_CLOSED after close, and closing twice is harmless', async () => {
+        const xen = await factory.connect();
+        await xen.domains.list();
+        await xen.close();
+        await xen.close();
+        await expectCode(xen.domains.list(), 'XEN_CLOSED');
+      });
+    });
+  });
+}
