@@ -1,6 +1,8 @@
 import type { XenBackend } from './backend.js';
 import { MockHost } from './mock/host.js';
 import { XenStore } from './xenstore/xenstore.js';
+import { EventChannels } from './event-channel.js';
+import { GrantTable } from './grant-table.js';
 
 /** Which backend {@link connect} uses. */
 export type BackendChoice = 'mock' | 'native' | MockHost | XenBackend;
@@ -25,6 +27,10 @@ export class Xen {
   readonly backend: XenBackend;
   /** The host's configuration database. */
   readonly xenstore: XenStore;
+  /** Event channels: bind ports, notify, receive events. The device opens on first use. */
+  readonly eventChannels: EventChannels;
+  /** Grant tables: share pages with other domains and map theirs. The devices open on first use. */
+  readonly grants: GrantTable;
   private readonly ownedHost: MockHost | undefined;
   private closing: Promise<void> | undefined;
 
@@ -33,12 +39,16 @@ export class Xen {
     this.backend = backend;
     this.xenstore = xenstore;
     this.ownedHost = ownedHost;
+    this.eventChannels = new EventChannels(backend);
+    this.grants = new GrantTable(backend);
   }
 
   /** Closes every handle, and the simulated host if `connect` created it. Safe to call twice. */
   close(): Promise<void> {
     this.closing ??= (async () => {
       await this.xenstore.close();
+      await this.eventChannels.close();
+      await this.grants.close();
       await this.backend.close();
       await this.ownedHost?.close();
     })();

@@ -3,12 +3,14 @@
 #include <dlfcn.h>
 #include <glob.h>
 
+#include <algorithm>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
 #include <map>
 #include <mutex>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -126,11 +128,21 @@ std::vector<std::string> OtherXenCtrls() {
       if (!dir.empty()) dirs.insert(dirs.begin(), dir);
     }
   }
+  // Sonames only (libxenctrl.so.4.18, not .so.4.18.0), each once (/lib may be /usr/lib).
   std::vector<std::string> found;
+  std::set<std::string> seen;
   for (const std::string& dir : dirs) {
     glob_t g;
     if (glob((dir + "/libxenctrl.so.*.*").c_str(), 0, nullptr, &g) == 0) {
-      for (size_t i = 0; i < g.gl_pathc; i++) found.push_back(g.gl_pathv[i]);
+      for (size_t i = 0; i < g.gl_pathc; i++) {
+        std::string path = g.gl_pathv[i];
+        std::string version = path.substr(path.rfind(".so.") + 4);
+        if (std::count(version.begin(), version.end(), '.') != 1) continue;
+        char* real = realpath(path.c_str(), nullptr);
+        bool fresh = seen.insert(real != nullptr ? real : path).second;
+        std::free(real);
+        if (fresh) found.push_back(path);
+      }
     }
     globfree(&g);
   }

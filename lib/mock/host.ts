@@ -4,6 +4,8 @@ import { openLocalConnection } from '../xenstore/local.js';
 import { XenStore } from '../xenstore/xenstore.js';
 import type { XenBackend, XenStoreConnection } from '../backend.js';
 import type { XenError } from '../errors.js';
+import { MockEventChannels, VIRQ, type MockEventChannelConnection } from './event-channels.js';
+import { MockGrantTables, type MockGrantConnection } from './grant-tables.js';
 
 /** Options of {@link MockHost.create}. */
 export interface MockHostOptions {
@@ -49,13 +51,20 @@ export class MockHost {
   readonly xenstoreEngine: XenStoreEngine;
   /** The unix socket the host serves XenStore on, if any. */
   readonly xenstoreSocket: string | undefined;
+  /** The hypervisor's event channels: every domain's ports. */
+  readonly eventChannels: MockEventChannels;
+  /** The hypervisor's grant tables: every domain's granted pages. */
+  readonly grantTables: MockGrantTables;
   private server: XenStoreServer | undefined;
-  private readonly connections = new Set<XenStoreConnection>();
+  private readonly connections = new Set<{ close(): Promise<void> }>();
   private closing: Promise<void> | undefined;
 
   private constructor(options: MockHostOptions) {
     this.xenstoreEngine = new XenStoreEngine({ quota: options.xenstoreQuota ?? {} });
     this.xenstoreSocket = options.xenstoreSocket;
+    const exists = (domid: number) => domid === 0 || this.xenstoreEngine.isDomainIntroduced(domid);
+    this.eventChannels = new MockEventChannels(exists);
+    this.grantTables = new MockGrantTables(exists);
   }
 
   /** Creates a host; with `xenstoreSocket`, resolves once the socket accepts connections. */
@@ -81,13 +90,54 @@ export class MockHost {
     return new XenStore(this.openConnection(checkDomid(options.domid ?? 0, 'MockHost.openXenStore')));
   }
 
-  /** The raw backend connection, for code that implements the XenBackend contract. */
-  openConnection(domid = 0): XenStoreConnection {
+  /**
+   * `domid`'s event channel device (as /dev/xen/evtchn in that domain). A domain other
+   * than dom0 is introduced first, as by {@link openXenStore}.
+   */
+  openEventChannels(options: OpenXenStoreOptions = {}): MockEventChannelConnection {
+    const domid = checkDomid(options.domid ?? 0, 'MockHost.openEventChannels');
+    this.ensureDomain(domid);
+    return this.tracked(this.eventChannels.open(domid));
+  }
+
+  /** `domid`'s grant devices (gntalloc and gntdev in that domain), as {@link openEventChannels}. */
+  openGrants(options: OpenXenStoreOptions = {}): MockGrantConnection {
+    const domid = checkDomid(options.domid ?? 0, 'MockHost.openGrants');
+    this.ensureDomain(domid);
+    return this.tracked(this.grantTables.open(domid));
+  }
+
+  /**
+   * Test control: raises a virtual interrupt (see {@link VIRQ}) as the hypervisor does;
+   * true when a port was bound to it. {@link releaseDomain} raises `VIRQ.DOM_EXC` itself.
+   */
+  raiseVirq(virq: number, domid = 0): boolean {
+    return this.eventChannels.raiseVirq(virq, domid);
+  }
+
+  private tracked<C extends { close(): Promise<void> }>(conn: C): C {
+    if (this.closing) throw new RangeError('MockHost: the host is closed');
+    this.connections.add(conn);
+    const close = conn.close.bind(conn);
+    conn.close = () => {
+      this.connections.delete(conn);
+      return close();
+    };
+    return conn;
+  }
+
+  private ensureDomain(domid: number): void {
     if (this.closing) throw new RangeError('MockHost: the host is closed');
     if (domid !== 0 && !this.xenstoreEngine.isDomainIntroduced(domid)) {
       this.makeDomainHome(domid);
       this.introduceDomain(domid);
     }
+  }
+
+  /** The raw backend connection, for code that implements the XenBackend contract. */
+  openConnection(domid = 0): XenStoreConnection {
+    if (this.closing) throw new RangeError('MockHost: the host is closed');
+    this.ensureDomain(domid);
     const conn = openLocalConnection(this.xenstoreEngine, domid);
     // Tracked so that closing the host closes its clients; forgotten once closed.
     this.connections.add(conn);
@@ -136,9 +186,10 @@ export class MockHost {
     this.xenstoreEngine.introduceDomain(checkDomid(domid, 'MockHost.introduceDomain'));
   }
 
-  /** Test control: tell xenstored a domain is gone (fires `@releaseDomain`). */
+  /** Test control: tell xenstored a domain is gone (fires `@releaseDomain`, raises `VIRQ.DOM_EXC`). */
   releaseDomain(domid: number): void {
     this.xenstoreEngine.releaseDomain(checkDomid(domid, 'MockHost.releaseDomain'));
+    this.eventChannels.raiseVirq(VIRQ.DOM_EXC);
   }
 
   /** A backend over this host, as `connect({ backend: host })` uses. Closing it leaves the host running. */
@@ -146,6 +197,8 @@ export class MockHost {
     return {
       name: 'mock',
       openXenStore: async () => this.openConnection(0),
+      openEventChannels: async () => this.openEventChannels(),
+      openGrants: async () => this.openGrants(),
       close: async () => undefined,
     };
   }
