@@ -161,7 +161,7 @@ export interface GrantConnection {
   close(): Promise<void>;
 }
 
-/** What every backend offers. Later issues add domains, event channels and grants. */
+/** What every backend offers. Event channels and grants are optional; later issues add domains. */
 export interface XenBackend {
   /** `'mock'`, `'native'`, or another name for a custom backend. */
   readonly name: string;
