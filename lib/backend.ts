@@ -95,10 +95,12 @@ export interface XenStoreConnection {
  * and the events that arrive on them. Closing it unbinds every port it bound.
  *
  * Errors are the hypervisor's errno codes, with `op`, and `domid` / `port` where they
- * apply: `ESRCH` (no such domain), `EINVAL` (a remote port that is not unbound for
- * this domain, a VIRQ number Xen does not know, notifying a VIRQ port), `EEXIST` (the
- * VIRQ is bound already, by anyone for a global VIRQ), `ENOTCONN` (a port this
- * connection has not bound).
+ * apply: `ESRCH` (bindInterdomain to a domain that does not exist; bindUnbound does not
+ * check, as Xen does not), `EINVAL` (a remote port that is not unbound for this domain,
+ * a VIRQ number Xen does not know), `EEXIST` (the VIRQ is bound already, by anyone for a
+ * global VIRQ), `ENOTCONN` (a port this connection has not bound). Notifying an unbound
+ * or VIRQ port does nothing and succeeds (Linux's evtchn driver does not report Xen's
+ * EINVAL for the latter).
  */
 export interface EventChannelConnection {
   /** The domain this connection acts as, when the implementation knows it. */
@@ -146,7 +148,8 @@ export interface GrantRegion {
  * A domain's grant devices (`/dev/xen/gntalloc` to grant its pages, `/dev/xen/gntdev` to
  * map other domains' grants, libxengnttab). Closing it unmaps every region.
  * Errors: `EINVAL` (a grant reference that is not granted to this domain, or a
- * read-only grant mapped writable), `ESRCH` (no such domain), `ENOMEM`, with `op`, `domid`.
+ * read-only grant mapped writable), `ENOMEM`, with `op`, `domid`. Sharing with a domain
+ * that does not exist is not an error (gntalloc does not check; nobody maps it).
  */
 export interface GrantConnection {
   /** The domain this connection acts as, when the implementation knows it. */

@@ -213,7 +213,7 @@ export class EventChannel extends EventEmitter {
     this.on('removeListener', (name: string | symbol) => name === 'event' && this.updateListening());
   }
 
-  /** Sends an event to the other end. XEN_CLOSED once closed; EINVAL on a VIRQ port. */
+  /** Sends an event to the other end (nothing for an unbound or VIRQ port). XEN_CLOSED once closed. */
   async notify(): Promise<void> {
     if (this.closed) throw closedError('eventChannel.notify');
     await this.ops.notify();
