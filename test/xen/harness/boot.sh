@@ -6,10 +6,10 @@
 # prebuild), boots, and prints share/results/summary.txt; the full vitest output is in
 # $W/share/results/vitest.txt. Needs: npm run prebuilds. Run as root.
 set -uo pipefail
+SRC=$(cd "$(dirname "$0")/../../.." && pwd)
 W=${W:-/tmp/xen-vm}; cd $W
 rm -rf share/results share/xenode share/xenode.tar; mkdir -p share/results
 cp "$SRC/test/xen/harness/run-in-dom0.sh" share/run-in-dom0.sh
-SRC=$(cd "$(dirname "$0")/../../.." && pwd)
 tar -C $SRC --exclude=.git --exclude=docs --exclude=build --exclude=bench --exclude=examples \
   --exclude=node_modules/typescript --exclude=node_modules/typedoc --exclude='node_modules/@typescript-eslint' \
   --exclude=node_modules/eslint --exclude='node_modules/.vite' --exclude='node_modules/.vitest' \
