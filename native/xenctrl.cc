@@ -333,6 +333,9 @@ Napi::Value XcHandle::McaFetch(const Napi::CallbackInfo& info) {
         struct xen_mc mc;
         std::memset(&mc, 0, sizeof mc);
         mc.cmd = XEN_MC_fetch;
+        // xc_mca_op sets interface_version only after copying `mc` into its bounce
+        // buffer, so Xen would see 0 and refuse with EACCES: set it here.
+        mc.interface_version = XEN_MCA_INTERFACE_VERSION;
         mc.u.mc_fetch.flags = (urgent ? XEN_MC_URGENT : XEN_MC_NONURGENT) | (acking ? XEN_MC_ACK : 0);
         mc.u.mc_fetch.fetch_id = ack_id;
         // The raw form: xenctrl.h redefines set_xen_guest_handle for its buffer macros.
