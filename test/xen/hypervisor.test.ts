@@ -5,7 +5,7 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { VIRQ, XenError, connect } from '../../lib/index.js';
+import { VIRQ, type XenError, connect } from '../../lib/index.js';
 import { XenCtrl } from '../../lib/native/xenctrl.js';
 import { hypervisorConformance } from '../conformance/hypervisor-suite.js';
 import { onRealXen } from './tier.js';
@@ -54,19 +54,13 @@ describe.skipIf(!onRealXen)('real Xen', () => {
       await expect(xc.physinfo()).rejects.toMatchObject({ code: 'XEN_CLOSED' });
     });
 
-    it('fetches machine-check telemetry or says why not', async () => {
+    it('fetches machine-check telemetry (none under QEMU: XEN_MC_NODATA)', async () => {
       const xc = await XenCtrl.open();
-      try {
-        const r = await xc.fetchMachineChecks();
-        console.log(`mca fetch: ${JSON.stringify({ ok: r.ok, flags: r.flags, entries: r.entries.length })}`);
-        expect(typeof r.flags).toBe('number');
-      } catch (err) {
-        console.log(`mca fetch failed: ${(err as Error).message}`);
-        expect(err).toBeInstanceOf(XenError);
-        expect((err as XenError).op).toBe('xenctrl.fetchMachineChecks');
-      } finally {
-        await xc.close();
-      }
+      const r = await xc.fetchMachineChecks();
+      console.log(`mca fetch: ${JSON.stringify({ ok: r.ok, flags: r.flags, entries: r.entries.length })}`);
+      // XEN_MC_OK with entries on hardware that logged a machine check, XEN_MC_NODATA otherwise.
+      expect(r.ok ? r.entries.length : r.flags & 0x2).toBeGreaterThan(0);
+      await xc.close();
     });
 
     it('pauses, caps memory and pins vCPUs of a guest; unknown domains are ESRCH', { timeout: 120_000 }, async () => {
