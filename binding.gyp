@@ -13,6 +13,10 @@
         'native/xenlibs.cc',
         'native/xenstore.cc',
         'native/xenstore_ops.cc',
+        # The hypervisor interfaces (libxenevtchn, libxengnttab, libxenctrl).
+        'native/evtchn.cc',
+        'native/gnttab.cc',
+        'native/xenctrl.cc',
       ],
       'include_dirs': [
         "<!(node -p \"require('node-addon-api').include_dir\")",
@@ -27,14 +31,17 @@
       ],
       'cflags': [
         '<!@(pkg-config --cflags xenstore xencontrol)',
+        '<!@(pkg-config --cflags xenevtchn xengnttab xentoollog)',
         '-fvisibility=hidden',
         '-Wall',
         '-Wextra',
         '-Wno-unused-parameter',
       ],
       'cflags!': ['-fno-exceptions'],
-      'cflags_cc!': ['-fno-exceptions', '-fno-rtti', '-std=gnu++17'],
-      'cflags_cc': ['-std=c++17', '-fexceptions'],
+      'cflags_cc!': ['-fno-exceptions', '-fno-rtti'],
+      # GNU C++17: xenctrl.h (through the public Xen headers it includes) uses anonymous
+      # structs and aligned attributes that strict ISO mode rejects.
+      'cflags_cc': ['-std=gnu++17', '-fexceptions'],
       'libraries': ['-ldl'],
     },
   ],

@@ -92,12 +92,93 @@ export interface XenStoreConnection {
   close(): Promise<void>;
 }
 
-/** What every backend offers. Later issues add domains, event channels and grants. */
+/**
+ * A domain's event channel device (`/dev/xen/evtchn`, libxenevtchn): the ports it binds
+ * and the events that arrive on them. Closing it unbinds every port it bound.
+ *
+ * Errors are the hypervisor's errno codes, with `op`, and `domid` / `port` where they
+ * apply: `ESRCH` (bindInterdomain to a domain that does not exist; bindUnbound does not
+ * check, as Xen does not), `EINVAL` (a remote port that is not unbound for this domain,
+ * a VIRQ number Xen does not know), `EEXIST` (the VIRQ is bound already, by anyone for a
+ * global VIRQ), `ENOTCONN` (a port this connection has not bound). Notifying an unbound
+ * or VIRQ port does nothing and succeeds (Linux's evtchn driver does not report Xen's
+ * EINVAL for the latter).
+ */
+export interface EventChannelConnection {
+  /** The domain this connection acts as, when the implementation knows it. */
+  readonly domid: number | undefined;
+  /** `bind_unbound_port`: a new port that `remoteDomid` may bind to (with bindInterdomain). */
+  bindUnbound(remoteDomid: number): Promise<number>;
+  /** `bind_interdomain`: a new local port connected to `remotePort` of `remoteDomid`. */
+  bindInterdomain(remoteDomid: number, remotePort: number): Promise<number>;
+  /** `bind_virq`: a new port on which the virtual interrupt `virq` arrives. */
+  bindVirq(virq: number): Promise<number>;
+  /** `notify`: sends an event to the other end of `port`. */
+  notify(port: number): Promise<void>;
+  /** `unbind`: closes `port`; the other end of an interdomain channel becomes unbound. */
+  unbind(port: number): Promise<void>;
+  /**
+   * Receives the port of every event, after the port was unmasked, so that it can fire
+   * again. Events coalesce: several notifications may arrive as one event.
+   */
+  onEvent: ((port: number) => void) | undefined;
+  /**
+   * Whether the connection keeps the process alive; the caller says so while a port is
+   * listened to. Off at first: an idle connection never keeps the process alive.
+   */
+  keepAlive(on: boolean): void;
+  /** Closes the device (unbinding its ports); pending calls reject with XEN_CLOSED. Safe to call twice. */
+  close(): Promise<void>;
+}
+
+/** A run of pages granted or mapped, as a {@link GrantConnection} returns it. */
+export interface GrantRegion {
+  /** The region's id, for {@link GrantConnection.unmap}. */
+  readonly id: number;
+  /**
+   * The memory the other domain shares (4096 bytes a page), zero-copy. Native: an
+   * external `ArrayBuffer`, detached by unmap (every view of it then has length 0);
+   * mock: a `SharedArrayBuffer` standing for the shared pages.
+   */
+  readonly buffer: ArrayBufferLike;
+  /** Where the region starts in `buffer` (0 on a real host) and its length. */
+  readonly byteOffset: number;
+  readonly byteLength: number;
+}
+
+/**
+ * A domain's grant devices (`/dev/xen/gntalloc` to grant its pages, `/dev/xen/gntdev` to
+ * map other domains' grants, libxengnttab). Closing it unmaps every region.
+ * Errors: `EINVAL` (a grant reference that is not granted to this domain, or a
+ * read-only grant mapped writable), `ENOMEM`, with `op`, `domid`. Sharing with a domain
+ * that does not exist is not an error (gntalloc does not check; nobody maps it).
+ */
+export interface GrantConnection {
+  /** The domain this connection acts as, when the implementation knows it. */
+  readonly domid: number | undefined;
+  /** Grants `count` new zeroed pages to `domid`: their grant references and memory. */
+  share(domid: number, count: number, writable: boolean): Promise<GrantRegion & { refs: number[] }>;
+  /** Maps pages `domid` granted to this domain, in the order of `refs`. */
+  map(domid: number, refs: readonly number[], writable: boolean): Promise<GrantRegion>;
+  /** Unmaps (or stops sharing) a region, at once; false when it was unmapped already. */
+  unmap(id: number): boolean;
+  /** Unmaps every region and closes the devices. Safe to call twice. */
+  close(): Promise<void>;
+}
+
+/** What every backend offers: XenStore and the toolstack; event channels and grants are optional. */
 export interface XenBackend extends ToolstackBackend {
   /** `'mock'`, `'native'`, or another name for a custom backend. */
   readonly name: string;
   /** Opens a XenStore connection as dom0 (or the domain the backend represents). */
   openXenStore(): Promise<XenStoreConnection>;
+  /**
+   * Opens the event channel device as dom0 (or the domain the backend represents).
+   * Optional: a backend without it makes `xen.eventChannels` reject with XEN_UNAVAILABLE.
+   */
+  openEventChannels?(): Promise<EventChannelConnection>;
+  /** Opens the grant devices, as {@link openEventChannels}. */
+  openGrants?(): Promise<GrantConnection>;
   /** Releases everything the backend holds. Safe to call twice. */
   close(): Promise<void>;
 }

@@ -7,6 +7,8 @@ import type { VhdErrorCode } from './vhd/errors.js';
  * - errno names (`ENOENT`, `EACCES`, `EAGAIN`, …) for failures reported by Xen or xenstored;
  * - `XEN_UNAVAILABLE`: the native backend cannot load a Xen library or the addon;
  * - `XEN_CLOSED`: the handle was closed before or while the operation ran;
+ * - `XEN_VERSION_MISMATCH`: the host runs another Xen release than the toolstack part
+ *   (libxenctrl) was built for; XenStore, event channels and grant tables still work;
  * - `XEN_PROTOCOL`: a peer sent something the XenStore wire protocol does not allow;
  * - `XEN_INVALID_CONFIG`: a domain configuration (object or xl.cfg text) is wrong (`field` names what);
  * - `VHD_…`: a fault in a VHD disk image, or a use of one its state forbids (`path` names the file).
@@ -30,6 +32,9 @@ export type XenErrorCode =
   | 'EPERM'
   | 'XEN_UNAVAILABLE'
   | 'XEN_CLOSED'
+  | 'XEN_VERSION_MISMATCH'
+  | 'ESRCH'
+  | 'ENOTCONN'
   | 'XEN_PROTOCOL'
   | 'XEN_INVALID_CONFIG'
   | VhdErrorCode
@@ -130,6 +135,8 @@ const errnoText: Record<string, string> = {
   EISCONN: 'already connected',
   E2BIG: 'reply too large',
   EPERM: 'operation not permitted',
+  ESRCH: 'no such domain',
+  ENOTCONN: 'port not bound by this handle',
 };
 
 /** The error a closed handle's operations reject with. */

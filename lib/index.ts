@@ -20,6 +20,11 @@ export {
 export type { XsPermission } from './xenstore/wire.js';
 export { MockHost, type MockHostOptions, type OpenXenStoreOptions } from './mock/host.js';
 export type { XenBackend, XenStoreConnection } from './backend.js';
+export type { EventChannelConnection, GrantConnection, GrantRegion } from './backend.js';
+export { EventChannels, EventChannel, VIRQ, type EventChannelEvent, type EventChannelEventsOptions } from './event-channel.js';
+export { GrantTable, GrantRegionHandle, GRANT_PAGE_SIZE, type ShareOptions, type MapOptions } from './grant-table.js';
+export { MockEventChannels, MockEventChannelConnection } from './mock/event-channels.js';
+export { MockGrantTables, MockGrantConnection } from './mock/grant-tables.js';
 export {
   XenStoreEngine,
   EngineConnection,

@@ -3,6 +3,8 @@ import { MockHost } from './mock/host.js';
 import { XenStore } from './xenstore/xenstore.js';
 import { Domains, ToolstackSession } from './domains.js';
 import { Host } from './host.js';
+import { EventChannels } from './event-channel.js';
+import { GrantTable } from './grant-table.js';
 
 /** Which backend {@link connect} uses. */
 export type BackendChoice = 'mock' | 'native' | MockHost | XenBackend;
@@ -31,6 +33,10 @@ export class Xen {
   readonly domains: Domains;
   /** The host itself: version, CPUs, memory, scheduler. */
   readonly host: Host;
+  /** Event channels: bind ports, notify, receive events. The device opens on first use. */
+  readonly eventChannels: EventChannels;
+  /** Grant tables: share pages with other domains and map theirs. The devices open on first use. */
+  readonly grants: GrantTable;
   private readonly ownedHost: MockHost | undefined;
   private closing: Promise<void> | undefined;
   private readonly toolstack: ToolstackSession;
@@ -43,6 +49,8 @@ export class Xen {
     this.toolstack = new ToolstackSession(backend);
     this.domains = new Domains(this.toolstack);
     this.host = new Host(this.toolstack, backend.name);
+    this.eventChannels = new EventChannels(backend);
+    this.grants = new GrantTable(backend);
   }
 
   /** Closes every handle, and the simulated host if `connect` created it. Safe to call twice. */
@@ -50,6 +58,8 @@ export class Xen {
     this.closing ??= (async () => {
       await this.xenstore.close();
       await this.toolstack.close();
+      await this.eventChannels.close();
+      await this.grants.close();
       await this.backend.close();
       await this.ownedHost?.close();
     })();

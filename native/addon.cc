@@ -4,12 +4,18 @@
 //   openXenStore(onWatchEvent, onLost?) → Promise<XsHandle>   (xenstore.cc)
 //   XsHandle      the class of the handles (not constructible from JS)
 //   xenVersion    the Xen version the addon was built against
+//   openEventChannels(onEvent) → Promise<EvtchnHandle>, EvtchnHandle   (evtchn.cc)
+//   openGrants() → Promise<GntHandle>, GntHandle                       (gnttab.cc)
+//   openXenCtrl() → Promise<XcHandle>, XcHandle, checkXenRelease       (xenctrl.cc)
 // lib/native/addon.ts is the typed contract of these exports.
 #include <napi.h>
 
 #include <algorithm>
 
 #include "addon.h"
+#include "evtchn.h"
+#include "gnttab.h"
+#include "xenctrl.h"
 #include "xenlibs.h"
 #include "xenstore.h"
 
@@ -54,6 +60,21 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("XsHandle", xs_handle);
   exports.Set("openXenStore", Napi::Function::New(env, OpenXenStore, "openXenStore"));
   exports.Set("xenVersion", Napi::String::New(env, XENODE_XEN_VERSION));
+
+  // The hypervisor interfaces: event channels, grant tables, xenctrl.
+  Napi::Function evtchn_handle = DefineEvtchnHandle(env);
+  state->evtchn_handle_class = Napi::Persistent(evtchn_handle);
+  exports.Set("EvtchnHandle", evtchn_handle);
+  exports.Set("openEventChannels", Napi::Function::New(env, OpenEventChannels, "openEventChannels"));
+  Napi::Function gnt_handle = DefineGntHandle(env);
+  state->gnt_handle_class = Napi::Persistent(gnt_handle);
+  exports.Set("GntHandle", gnt_handle);
+  exports.Set("openGrants", Napi::Function::New(env, OpenGrants, "openGrants"));
+  Napi::Function xc_handle = DefineXcHandle(env);
+  state->xc_handle_class = Napi::Persistent(xc_handle);
+  exports.Set("XcHandle", xc_handle);
+  exports.Set("openXenCtrl", Napi::Function::New(env, OpenXenCtrl, "openXenCtrl"));
+  exports.Set("checkXenRelease", Napi::Function::New(env, CheckXenRelease, "checkXenRelease"));
   return exports;
 }
 

@@ -39,6 +39,10 @@ class AddonState {
   void InstallCleanupHook(Napi::Env env);
 
   Napi::FunctionReference xs_handle_class;
+  // The hypervisor-interface handles (evtchn.cc, gnttab.cc, xenctrl.cc).
+  Napi::FunctionReference evtchn_handle_class;
+  Napi::FunctionReference gnt_handle_class;
+  Napi::FunctionReference xc_handle_class;
 
  private:
   static void OnEnvCleanup(napi_async_cleanup_hook_handle hook, void* arg);

@@ -2,6 +2,10 @@
 
 #include <uv.h>
 
+#include <cerrno>
+
+#include "xenlibs.h"
+
 namespace xenode {
 namespace errors {
 
@@ -47,6 +51,28 @@ Failure Closed(const char* op) {
   return f;
 }
 
+Failure VersionMismatch(const char* op, std::string message) {
+  Failure f;
+  f.code = "XEN_VERSION_MISMATCH";
+  f.op = op;
+  f.message = std::move(message);
+  return f;
+}
+
+Failure FromXenCall(int errnum, const char* op, long domid, long port) {
+  if (errnum <= 0) errnum = EIO;  // a library that failed without setting errno
+  Failure f = FromErrno(errnum, op);
+  f.domid = domid;
+  f.port = port;
+  std::string detail = xenlibs::LastLibraryMessage();
+  xenlibs::ClearLibraryMessage();
+  std::string where = op;
+  if (domid >= 0) where += " domid " + std::to_string(domid);
+  if (port >= 0) where += " port " + std::to_string(port);
+  f.message = f.code + ": " + uv_strerror(-errnum) + " (" + where + ")" + (detail.empty() ? "" : ": " + detail);
+  return f;
+}
+
 Napi::Error ToError(Napi::Env env, const Failure& failure) {
   Napi::Error err = Napi::Error::New(env, failure.message);
   Napi::Object obj = err.Value();
@@ -55,6 +81,8 @@ Napi::Error ToError(Napi::Env env, const Failure& failure) {
   if (failure.errnum != 0) obj.Set("errno", failure.errnum);
   obj.Set("op", failure.op);
   if (failure.has_path) obj.Set("path", failure.path);
+  if (failure.domid >= 0) obj.Set("domid", static_cast<double>(failure.domid));
+  if (failure.port >= 0) obj.Set("port", static_cast<double>(failure.port));
   return err;
 }
 

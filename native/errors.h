@@ -5,10 +5,13 @@
 // for a Xen failure is made here, so they all look alike:
 //
 //   name   'XenError'
-//   code   an errno name ('ENOENT' …), 'XEN_UNAVAILABLE' or 'XEN_CLOSED'
+//   code   an errno name ('ENOENT' …), 'XEN_UNAVAILABLE', 'XEN_CLOSED' or
+//          'XEN_VERSION_MISMATCH'
 //   errno  the numeric errno, when the failure came from one
 //   op     the C function that failed ('xs_read', 'dlopen' …)
 //   path   the XenStore path concerned, when there is one
+//   domid  the domain concerned, when there is one
+//   port   the event channel port concerned, when there is one
 //
 // lib/native/ re-creates these as instances of the TypeScript XenError class (so the
 // stack is the caller's, captured when its await resumes).
@@ -28,6 +31,9 @@ struct Failure {
   std::string path;
   bool has_path = false;
   std::string message;
+  // -1: none. Set by the hypervisor-interface calls (evtchn.cc, gnttab.cc, xenctrl.cc).
+  long domid = -1;
+  long port = -1;
 
   bool failed() const { return !code.empty(); }
 };
@@ -43,6 +49,14 @@ Failure Unavailable(const char* op, std::string message);
 
 // The handle was closed before or while the operation ran.
 Failure Closed(const char* op);
+
+// The toolstack part (libxenctrl) was built for another Xen release than the host runs.
+Failure VersionMismatch(const char* op, std::string message);
+
+// A failed call of libxenevtchn, libxengnttab or libxenctrl: the errno, and the message
+// the library logged for it on this thread (xenlibs::LastLibraryMessage), if any. Pool
+// thread, right after the call. `domid` / `port`: what it concerned, or -1.
+Failure FromXenCall(int errnum, const char* op, long domid = -1, long port = -1);
 
 // The errno's name, e.g. "ENOENT" for ENOENT.
 std::string ErrnoName(int errnum);

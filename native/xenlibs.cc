@@ -1,21 +1,31 @@
 #include "xenlibs.h"
 
 #include <dlfcn.h>
+#include <glob.h>
 
+#include <algorithm>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <map>
 #include <mutex>
+#include <set>
+#include <sstream>
 #include <string>
+#include <vector>
 
 namespace xenode {
 namespace xenlibs {
 namespace {
 
 struct LibrarySpec {
-  const char* soname;
+  std::string soname;
   // The Debian package that ships it, for the fix in the error message.
-  const char* package;
+  std::string package;
 };
 
-constexpr LibrarySpec kXenStore = {"libxenstore.so.4", "libxenstore4"};
+const LibrarySpec kXenStore = {"libxenstore.so.4", "libxenstore4"};
 
 template <typename Fn>
 bool Resolve(void* dl, const char* name, Fn* slot, std::string* missing) {
@@ -33,15 +43,19 @@ template <typename Table>
 class Cache {
  public:
   using Fill = bool (*)(void* dl, Table* table, std::string* missing);
+  // Explains a failed dlopen (given dlerror()) when the default explanation is not enough.
+  using Explain = std::function<bool(const std::string& why, Failure* failure)>;
 
-  const Table* Get(const LibrarySpec& spec, Fill fill, Failure* failure) {
+  const Table* Get(const LibrarySpec& spec, Fill fill, Failure* failure, const Explain& explain = nullptr) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (loaded_) return &table_;
-    void* dl = dlopen(spec.soname, RTLD_NOW | RTLD_LOCAL);
+    void* dl = dlopen(spec.soname.c_str(), RTLD_NOW | RTLD_LOCAL);
     if (dl == nullptr) {
-      const char* why = dlerror();
+      const char* err = dlerror();
+      std::string why = err ? err : "unknown error";
+      if (explain && explain(why, failure)) return nullptr;
       *failure = errors::Unavailable(
-          "dlopen", std::string(spec.soname) + " cannot be loaded (" + (why ? why : "unknown error") +
+          "dlopen", spec.soname + " cannot be loaded (" + why +
                         "): this needs Xen's libraries, as on a Xen dom0. Install them (Debian: apt-get install " +
                         spec.package + "), or use { backend: 'mock' }");
       return nullptr;
@@ -50,7 +64,7 @@ class Cache {
     Table table;
     if (!fill(dl, &table, &missing)) {
       dlclose(dl);
-      *failure = errors::Unavailable("dlsym", std::string(spec.soname) + " has no " + missing +
+      *failure = errors::Unavailable("dlsym", spec.soname + " has no " + missing +
                                                   ": it is older than the Xen " XENODE_XEN_VERSION
                                                   " xenode was built against. Update Xen's libraries, or use "
                                                   "{ backend: 'mock' }");
@@ -67,13 +81,94 @@ class Cache {
   Table table_;
 };
 
-bool FillXenStore(void* dl, XenStore* t, std::string* missing) {
 #define XENODE_RESOLVE(name) \
   if (!Resolve(dl, #name, &t->name, missing)) return false;
+
+bool FillXenStore(void* dl, XenStore* t, std::string* missing) {
   XENODE_XENSTORE_SYMBOLS(XENODE_RESOLVE)
-#undef XENODE_RESOLVE
   return true;
 }
+
+bool FillToolLog(void* dl, ToolLog* t, std::string* missing) {
+  XENODE_TOOLLOG_SYMBOLS(XENODE_RESOLVE)
+  return true;
+}
+
+bool FillEvtchn(void* dl, Evtchn* t, std::string* missing) {
+  XENODE_EVTCHN_SYMBOLS(XENODE_RESOLVE)
+  return true;
+}
+
+bool FillGnttab(void* dl, Gnttab* t, std::string* missing) {
+  XENODE_GNTTAB_SYMBOLS(XENODE_RESOLVE)
+  return true;
+}
+
+bool FillXenCtrl(void* dl, XenCtrl* t, std::string* missing) {
+  XENODE_XENCTRL_SYMBOLS(XENODE_RESOLVE)
+  return true;
+}
+
+#undef XENODE_RESOLVE
+
+const ToolLog* LoadToolLog(Failure* failure) {
+  static Cache<ToolLog> cache;
+  return cache.Get({"libxentoollog.so.1", "libxentoollog1"}, FillToolLog, failure);
+}
+
+// The libxenctrl.so.* of other Xen releases installed where the dynamic linker looks.
+std::vector<std::string> OtherXenCtrls() {
+  std::vector<std::string> dirs = {"/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib/aarch64-linux-gnu",
+                                   "/usr/lib/aarch64-linux-gnu", "/lib64", "/usr/lib64", "/lib", "/usr/lib",
+                                   "/usr/local/lib"};
+  if (const char* ld = std::getenv("LD_LIBRARY_PATH")) {
+    std::stringstream list(ld);
+    std::string dir;
+    while (std::getline(list, dir, ':')) {
+      if (!dir.empty()) dirs.insert(dirs.begin(), dir);
+    }
+  }
+  // Sonames only (libxenctrl.so.4.18, not .so.4.18.0), each once (/lib may be /usr/lib).
+  std::vector<std::string> found;
+  std::set<std::string> seen;
+  for (const std::string& dir : dirs) {
+    glob_t g;
+    if (glob((dir + "/libxenctrl.so.*.*").c_str(), 0, nullptr, &g) == 0) {
+      for (size_t i = 0; i < g.gl_pathc; i++) {
+        std::string path = g.gl_pathv[i];
+        std::string version = path.substr(path.rfind(".so.") + 4);
+        if (std::count(version.begin(), version.end(), '.') != 1) continue;
+        char* real = realpath(path.c_str(), nullptr);
+        bool fresh = seen.insert(real != nullptr ? real : path).second;
+        std::free(real);
+        if (fresh) found.push_back(path);
+      }
+    }
+    globfree(&g);
+  }
+  return found;
+}
+
+// "4.17" from "4.17.0".
+std::string MajorMinor(const std::string& version) {
+  size_t first = version.find('.');
+  if (first == std::string::npos) return version;
+  size_t second = version.find('.', first + 1);
+  return second == std::string::npos ? version : version.substr(0, second);
+}
+
+thread_local std::string last_message;
+
+void QuietVmessage(struct xentoollog_logger* /*logger*/, xentoollog_level level, int errnoval, const char* context,
+                   const char* format, va_list al) {
+  if (level < XTL_ERROR) return;
+  char text[512];
+  std::vsnprintf(text, sizeof text, format, al);
+  last_message = context ? std::string(context) + ": " + text : std::string(text);
+  (void)errnoval;
+}
+
+void QuietDestroy(struct xentoollog_logger* /*logger*/) {}
 
 }  // namespace
 
@@ -81,6 +176,72 @@ const XenStore* LoadXenStore(Failure* failure) {
   static Cache<XenStore> cache;
   return cache.Get(kXenStore, FillXenStore, failure);
 }
+
+const Evtchn* LoadEvtchn(Failure* failure) {
+  static Cache<Evtchn> cache;
+  if (LoadToolLog(failure) == nullptr) return nullptr;
+  return cache.Get({"libxenevtchn.so.1", "libxenevtchn1"}, FillEvtchn, failure);
+}
+
+const Gnttab* LoadGnttab(Failure* failure) {
+  static Cache<Gnttab> cache;
+  if (LoadToolLog(failure) == nullptr) return nullptr;
+  return cache.Get({"libxengnttab.so.1", "libxengnttab1"}, FillGnttab, failure);
+}
+
+std::string BuildRelease() {
+  const char* test = std::getenv("XENODE_TEST_XEN_BUILD_VERSION");
+  return MajorMinor(test != nullptr && *test != '\0' ? test : XENODE_XEN_VERSION);
+}
+
+std::string XenCtrlSoname() { return "libxenctrl.so." + BuildRelease(); }
+
+const XenCtrl* LoadXenCtrl(Failure* failure) {
+  // One cache per release, so that the test seam cannot hand out another release's table.
+  static std::mutex mutex;
+  static std::map<std::string, Cache<XenCtrl>> caches;
+  if (LoadToolLog(failure) == nullptr) return nullptr;
+  const std::string release = BuildRelease();
+  Cache<XenCtrl>* cache;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    cache = &caches[release];
+  }
+  const std::string soname = XenCtrlSoname();
+  return cache->Get({soname, "libxenmisc" + release}, FillXenCtrl, failure,
+                    [&](const std::string& why, Failure* out) {
+                      std::vector<std::string> others = OtherXenCtrls();
+                      if (others.empty()) return false;
+                      std::string list;
+                      for (const std::string& other : others) list += (list.empty() ? "" : ", ") + other;
+                      *out = errors::VersionMismatch(
+                          "dlopen", soname + " cannot be loaded (" + why + "), but this host has " + list +
+                                        ": its Xen is not the Xen " + release +
+                                        " xenode was built for. The toolstack part (xenctrl) needs a build for this "
+                                        "host's Xen: install its libxen-dev and run npm rebuild xenode "
+                                        "--build-from-source. XenStore, event channels and grant tables keep working");
+                      return true;
+                    });
+}
+
+Failure CheckHypervisorRelease(int xenver) {
+  const std::string running = std::to_string(xenver >> 16) + "." + std::to_string(xenver & 0xffff);
+  const std::string release = BuildRelease();
+  if (running == release) return Failure();
+  return errors::VersionMismatch(
+      "xc_version", "the hypervisor is Xen " + running + " but xenode's toolstack part was built for Xen " + release +
+                        ", whose hypercall interface differs. Install this host's libxen-dev and run npm rebuild "
+                        "xenode --build-from-source. XenStore, event channels and grant tables keep working");
+}
+
+struct xentoollog_logger* QuietLogger() {
+  static struct xentoollog_logger logger = {QuietVmessage, nullptr, QuietDestroy};
+  return &logger;
+}
+
+std::string LastLibraryMessage() { return last_message; }
+
+void ClearLibraryMessage() { last_message.clear(); }
 
 }  // namespace xenlibs
 }  // namespace xenode

@@ -19,7 +19,14 @@
 
 extern "C" {
 #include <xenstore.h>
+// The hypervisor-interface libraries (evtchn.cc, gnttab.cc, xenctrl.cc).
+#include <xenctrl.h>
+#include <xenevtchn.h>
+#include <xengnttab.h>
+#include <xentoollog.h>
 }
+
+#include <string>
 
 #include "errors.h"
 
@@ -60,6 +67,94 @@ struct XenStore {
 // *failure (XEN_UNAVAILABLE) when it cannot be loaded. Any thread; it may touch the disk,
 // so call it from a pool thread.
 const XenStore* LoadXenStore(Failure* failure);
+
+// ---- The hypervisor-interface libraries (event channels, grant tables, xenctrl) ----
+
+// libxentoollog.so.1: stable ABI. Loaded before the others so that its absence is named
+// as such; xenode passes its own logger (xenlibs.cc) to every library it opens.
+#define XENODE_TOOLLOG_SYMBOLS(X) X(xtl_level_to_string)
+
+// libxenevtchn.so.1: stable ABI.
+#define XENODE_EVTCHN_SYMBOLS(X)  \
+  X(xenevtchn_open)               \
+  X(xenevtchn_close)              \
+  X(xenevtchn_fd)                 \
+  X(xenevtchn_notify)             \
+  X(xenevtchn_bind_unbound_port)  \
+  X(xenevtchn_bind_interdomain)   \
+  X(xenevtchn_bind_virq)          \
+  X(xenevtchn_unbind)             \
+  X(xenevtchn_pending)            \
+  X(xenevtchn_unmask)
+
+// libxengnttab.so.1: stable ABI; gntdev (map) and gntalloc (share).
+#define XENODE_GNTTAB_SYMBOLS(X)       \
+  X(xengnttab_open)                    \
+  X(xengnttab_close)                   \
+  X(xengnttab_map_domain_grant_refs)   \
+  X(xengnttab_unmap)                   \
+  X(xengntshr_open)                    \
+  X(xengntshr_close)                   \
+  X(xengntshr_share_pages)             \
+  X(xengntshr_unshare)
+
+// libxenctrl.so.<major.minor>: its ABI (and the hypercall interface versions compiled
+// into it) changes every Xen release, hence the versioned soname.
+#define XENODE_XENCTRL_SYMBOLS(X)     \
+  X(xc_interface_open)                \
+  X(xc_interface_close)               \
+  X(xc_version)                       \
+  X(xc_physinfo)                      \
+  X(xc_domain_getinfolist)            \
+  X(xc_domain_pause)                  \
+  X(xc_domain_unpause)                \
+  X(xc_domain_setmaxmem)              \
+  X(xc_get_max_cpus)                  \
+  X(xc_vcpu_setaffinity)              \
+  X(xc_vcpu_getaffinity)              \
+  X(xc_memshr_control)                \
+  X(xc_sharing_freed_pages)           \
+  X(xc_sharing_used_frames)           \
+  X(xc_mca_op)                        \
+  X(xc__hypercall_buffer_alloc)       \
+  X(xc__hypercall_buffer_free)
+
+struct ToolLog {
+  XENODE_TOOLLOG_SYMBOLS(XENODE_TABLE_FIELD)
+};
+struct Evtchn {
+  XENODE_EVTCHN_SYMBOLS(XENODE_TABLE_FIELD)
+};
+struct Gnttab {
+  XENODE_GNTTAB_SYMBOLS(XENODE_TABLE_FIELD)
+};
+struct XenCtrl {
+  XENODE_XENCTRL_SYMBOLS(XENODE_TABLE_FIELD)
+};
+
+// As LoadXenStore. Each loads libxentoollog.so.1 first.
+const Evtchn* LoadEvtchn(Failure* failure);
+const Gnttab* LoadGnttab(Failure* failure);
+// XEN_VERSION_MISMATCH when libxenctrl.so.<build major.minor> is absent but another
+// release's libxenctrl.so.* is installed; XEN_UNAVAILABLE when none is.
+const XenCtrl* LoadXenCtrl(Failure* failure);
+
+// The Xen release the toolstack part is built for, "major.minor" (e.g. "4.17"): from
+// XENODE_XEN_VERSION, or from $XENODE_TEST_XEN_BUILD_VERSION, a test seam that lets the
+// version checks be exercised on a host without a hypervisor.
+std::string BuildRelease();
+// libxenctrl.so.<BuildRelease()>.
+std::string XenCtrlSoname();
+// A failure when the running hypervisor's release (xc_version(XENVER_version): major in
+// the high 16 bits, minor in the low) is not BuildRelease(), else a Failure with no code.
+Failure CheckHypervisorRelease(int xenver);
+
+// The logger xenode hands to xc_interface_open, xenevtchn_open …: nothing reaches stderr;
+// the last error message a library logged on the calling thread is kept for the error
+// xenode raises (LastLibraryMessage).
+struct xentoollog_logger* QuietLogger();
+std::string LastLibraryMessage();
+void ClearLibraryMessage();
 
 }  // namespace xenlibs
 }  // namespace xenode

@@ -11,6 +11,8 @@ import type { MockPciDevice } from './pci.js';
 import { MockToolstack } from './toolstack.js';
 import { ToolstackServer } from './toolstack-server.js';
 import { ThreadedXenStoreListener } from './xenstore-thread.js';
+import { MockEventChannels, VIRQ, type MockEventChannelConnection } from './event-channels.js';
+import { MockGrantTables, type MockGrantConnection } from './grant-tables.js';
 
 /** Options of {@link MockHost.create}. */
 export interface MockHostOptions {
@@ -79,7 +81,11 @@ export class MockHost {
   private listener: ThreadedXenStoreListener | undefined;
   private toolstackServer: ToolstackServer | undefined;
   private readonly toolstacks = new Set<ToolstackConnection>();
-  private readonly connections = new Set<XenStoreConnection>();
+  /** The hypervisor's event channels: every domain's ports. */
+  readonly eventChannels: MockEventChannels;
+  /** The hypervisor's grant tables: every domain's granted pages. */
+  readonly grantTables: MockGrantTables;
+  private readonly connections = new Set<{ close(): Promise<void> }>();
   private closing: Promise<void> | undefined;
 
   private constructor(options: MockHostOptions) {
@@ -87,6 +93,13 @@ export class MockHost {
     this.xenstoreSocket = options.xenstoreSocket;
     this.toolstackSocket = options.toolstackSocket;
     this.hypervisor = new Hypervisor(this.xenstoreEngine, { timing: options.timing ?? 'realistic', machine: options.machine ?? {}, ...(options.pciDevices ? { pci: options.pciDevices } : {}) });
+    const exists = (domid: number) => domid === 0 || this.xenstoreEngine.isDomainIntroduced(domid);
+    this.eventChannels = new MockEventChannels(exists);
+    this.grantTables = new MockGrantTables(exists);
+    // Xen raises VIRQ_DOM_EXC in dom0 whenever a domain shuts down or dies.
+    this.hypervisor.subscribe((ev) => {
+      if (ev.type === 'shutdown' || ev.type === 'death') this.eventChannels.raiseVirq(VIRQ.DOM_EXC);
+    });
   }
 
   /** Creates a host; with `xenstoreSocket`, resolves once the socket accepts connections. */
@@ -131,13 +144,54 @@ export class MockHost {
     return new XenStore(this.openConnection(checkDomid(options.domid ?? 0, 'MockHost.openXenStore')));
   }
 
-  /** The raw backend connection, for code that implements the XenBackend contract. */
-  openConnection(domid = 0): XenStoreConnection {
+  /**
+   * `domid`'s event channel device (as /dev/xen/evtchn in that domain). A domain other
+   * than dom0 is introduced first, as by {@link openXenStore}.
+   */
+  openEventChannels(options: OpenXenStoreOptions = {}): MockEventChannelConnection {
+    const domid = checkDomid(options.domid ?? 0, 'MockHost.openEventChannels');
+    this.ensureDomain(domid);
+    return this.tracked(this.eventChannels.open(domid));
+  }
+
+  /** `domid`'s grant devices (gntalloc and gntdev in that domain), as {@link openEventChannels}. */
+  openGrants(options: OpenXenStoreOptions = {}): MockGrantConnection {
+    const domid = checkDomid(options.domid ?? 0, 'MockHost.openGrants');
+    this.ensureDomain(domid);
+    return this.tracked(this.grantTables.open(domid));
+  }
+
+  /**
+   * Test control: raises a virtual interrupt (see {@link VIRQ}) as the hypervisor does;
+   * true when a port was bound to it. {@link releaseDomain} raises `VIRQ.DOM_EXC` itself.
+   */
+  raiseVirq(virq: number, domid = 0): boolean {
+    return this.eventChannels.raiseVirq(virq, domid);
+  }
+
+  private tracked<C extends { close(): Promise<void> }>(conn: C): C {
+    if (this.closing) throw new RangeError('MockHost: the host is closed');
+    this.connections.add(conn);
+    const close = conn.close.bind(conn);
+    conn.close = () => {
+      this.connections.delete(conn);
+      return close();
+    };
+    return conn;
+  }
+
+  private ensureDomain(domid: number): void {
     if (this.closing) throw new RangeError('MockHost: the host is closed');
     if (domid !== 0 && !this.xenstoreEngine.isDomainIntroduced(domid)) {
       this.makeDomainHome(domid);
       this.introduceDomain(domid);
     }
+  }
+
+  /** The raw backend connection, for code that implements the XenBackend contract. */
+  openConnection(domid = 0): XenStoreConnection {
+    if (this.closing) throw new RangeError('MockHost: the host is closed');
+    this.ensureDomain(domid);
     const conn = openLocalConnection(this.xenstoreEngine, domid);
     // Tracked so that closing the host closes its clients; forgotten once closed.
     this.connections.add(conn);
@@ -186,9 +240,10 @@ export class MockHost {
     this.xenstoreEngine.introduceDomain(checkDomid(domid, 'MockHost.introduceDomain'));
   }
 
-  /** Test control: tell xenstored a domain is gone (fires `@releaseDomain`). */
+  /** Test control: tell xenstored a domain is gone (fires `@releaseDomain`, raises `VIRQ.DOM_EXC`). */
   releaseDomain(domid: number): void {
     this.xenstoreEngine.releaseDomain(checkDomid(domid, 'MockHost.releaseDomain'));
+    this.eventChannels.raiseVirq(VIRQ.DOM_EXC);
   }
 
   /** A backend over this host, as `connect({ backend: host })` uses. Closing it leaves the host running. */
@@ -197,6 +252,8 @@ export class MockHost {
       name: 'mock',
       openXenStore: async () => this.openConnection(0),
       openToolstack: async () => this.openToolstack(),
+      openEventChannels: async () => this.openEventChannels(),
+      openGrants: async () => this.openGrants(),
       close: async () => undefined,
     };
   }

@@ -3,11 +3,13 @@
  * Xen host has what it needs; anywhere else its calls reject with `XEN_UNAVAILABLE`
  * saying what is missing and how to fix it. There is no fallback to the mock.
  */
-import type { ToolstackConnection, XenBackend, XenStoreConnection } from '../backend.js';
+import type { EventChannelConnection, GrantConnection, ToolstackConnection, XenBackend, XenStoreConnection } from '../backend.js';
 import { XenError, closedError } from '../errors.js';
 import type { NativeAddon } from './addon.js';
 import { loadAddon } from './load.js';
 import { NativeXenStoreConnection } from './xenstore.js';
+import { NativeEventChannelConnection } from './event-channels.js';
+import { NativeGrantConnection } from './grants.js';
 
 /** @internal Use {@link createNativeBackend}; tests construct it with a fake addon. */
 export class NativeBackend implements XenBackend {
@@ -43,8 +45,36 @@ export class NativeBackend implements XenBackend {
 
   /** Closes every connection this backend opened. Safe to call twice. */
   close(): Promise<void> {
-    this.closing ??= Promise.all([...this.connections].map((c) => c.close())).then(() => undefined);
+    this.closing ??= Promise.all([...this.connections, ...this.hvConnections].map((c) => c.close())).then(() => undefined);
     return this.closing;
+  }
+
+  // ---- The hypervisor interfaces: event channels and grant tables ----
+
+  private readonly hvConnections = new Set<{ close(): Promise<void> }>();
+
+  openEventChannels(): Promise<EventChannelConnection> {
+    return this.track('native.openEventChannels', (done) => NativeEventChannelConnection.open(this.addon, done));
+  }
+
+  openGrants(): Promise<GrantConnection> {
+    return this.track('native.openGrants', (done) => NativeGrantConnection.open(this.addon, done));
+  }
+
+  /** Opens a connection that closing the backend closes too. */
+  private async track<C extends { close(): Promise<void> }>(op: string, open: (onClose: () => void) => Promise<C>): Promise<C> {
+    if (this.closing !== undefined) throw closedError(op);
+    const holder: { conn?: C } = {};
+    const conn = await open(() => {
+      if (holder.conn) this.hvConnections.delete(holder.conn);
+    });
+    holder.conn = conn;
+    if (this.closing !== undefined) {
+      await conn.close();
+      throw closedError(op);
+    }
+    this.hvConnections.add(conn);
+    return conn;
   }
 }
 
