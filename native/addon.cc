@@ -4,12 +4,16 @@
 //   openXenStore(onWatchEvent, onLost?) → Promise<XsHandle>   (xenstore.cc)
 //   XsHandle      the class of the handles (not constructible from JS)
 //   xenVersion    the Xen version the addon was built against
+//   openLibxl(onEvent, onError) → Promise<XlHandle>          (libxl.cc)
+//   XlHandle      the class of libxl contexts (not constructible from JS)
+//   validateLibxlJson(type, json) → Promise<string>          (libxl_validate.cc)
 // lib/native/addon.ts is the typed contract of these exports.
 #include <napi.h>
 
 #include <algorithm>
 
 #include "addon.h"
+#include "libxl.h"
 #include "xenlibs.h"
 #include "xenstore.h"
 
@@ -54,6 +58,13 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("XsHandle", xs_handle);
   exports.Set("openXenStore", Napi::Function::New(env, OpenXenStore, "openXenStore"));
   exports.Set("xenVersion", Napi::String::New(env, XENODE_XEN_VERSION));
+
+  // libxl
+  Napi::Function xl_handle = DefineXlHandle(env);
+  state->xl_handle_class = Napi::Persistent(xl_handle);
+  exports.Set("XlHandle", xl_handle);
+  exports.Set("openLibxl", Napi::Function::New(env, OpenLibxl, "openLibxl"));
+  exports.Set("validateLibxlJson", Napi::Function::New(env, ValidateLibxlJson, "validateLibxlJson"));
   return exports;
 }
 

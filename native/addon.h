@@ -39,6 +39,7 @@ class AddonState {
   void InstallCleanupHook(Napi::Env env);
 
   Napi::FunctionReference xs_handle_class;
+  Napi::FunctionReference xl_handle_class;  // libxl.cc
 
  private:
   static void OnEnvCleanup(napi_async_cleanup_hook_handle hook, void* arg);

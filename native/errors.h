@@ -27,6 +27,7 @@ struct Failure {
   std::string op;
   std::string path;
   bool has_path = false;
+  long domid = -1;  // the domain concerned, when >= 0
   std::string message;
 
   bool failed() const { return !code.empty(); }
@@ -43,6 +44,15 @@ Failure Unavailable(const char* op, std::string message);
 
 // The handle was closed before or while the operation ran.
 Failure Closed(const char* op);
+
+// ---- libxl ----
+// A libxl call returned `rc`, one of libxl's ERROR_* codes (negative): code
+// XEN_ERROR_<NAME> (ERROR_FAIL → XEN_ERROR_FAIL), op the libxl function. `detail` is what
+// libxl logged about it (may be empty); `domid` the domain concerned, or -1.
+Failure FromLibxl(int rc, const char* op, const std::string& detail, long domid = -1);
+
+// The XEN_ERROR_<NAME> code for a libxl ERROR_* value; XEN_ERROR_UNKNOWN for others.
+const char* LibxlCodeName(int rc);
 
 // The errno's name, e.g. "ENOENT" for ENOENT.
 std::string ErrnoName(int errnum);
