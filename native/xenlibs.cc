@@ -4,7 +4,9 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <mutex>
+#include <vector>
 #include <string>
 
 namespace xenode {
@@ -99,9 +101,19 @@ bool FillToollog(void* dl, Libxl* t, std::string* missing) {
 // than `expected`: the Xen this host actually has, when the one xenode was built for is absent.
 std::string OtherLibxlVersions(const std::string& expected) {
   std::string found;
+  std::vector<std::string> dirs;
+  const char* env = std::getenv("LD_LIBRARY_PATH");
+  for (std::string rest = env ? env : ""; !rest.empty();) {
+    size_t colon = rest.find(':');
+    dirs.push_back(rest.substr(0, colon));
+    rest = colon == std::string::npos ? "" : rest.substr(colon + 1);
+  }
   for (const char* dir : {"/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib",
                           "/usr/local/lib", "/usr/local/lib64"}) {
-    DIR* d = opendir(dir);
+    dirs.push_back(dir);
+  }
+  for (const std::string& dir : dirs) {
+    DIR* d = opendir(dir.c_str());
     if (d == nullptr) continue;
     while (struct dirent* e = readdir(d)) {
       std::string name = e->d_name;
@@ -110,7 +122,7 @@ std::string OtherLibxlVersions(const std::string& expected) {
       // Only the soname itself (two numbers), not libxenlight.so.4.18.0.
       std::string version = name.substr(prefix.size());
       if (std::count(version.begin(), version.end(), '.') != 1) continue;
-      if (found.find(name) == std::string::npos) found += (found.empty() ? "" : ", ") + std::string(dir) + "/" + name;
+      if (found.find(name) == std::string::npos) found += (found.empty() ? "" : ", ") + dir + "/" + name;
     }
     closedir(d);
   }
