@@ -89,13 +89,14 @@ XlShared::~XlShared() {
 }
 
 void XlShared::Notify() {
-  {
-    std::lock_guard<std::mutex> lock(mutex);
-    if (notify_pending || notify_closed) return;
-    notify_pending = true;
-  }
-  // The thread-safe function's context keeps this state alive until it is finalized; the
-  // handle, if still there, is found through `owner`.
+  // Under the mutex, so that the call cannot race with the thread-safe function's
+  // finalization (which Node does at environment teardown even while threads still
+  // call it); TsfnFinalized() sets notify_closed under the same mutex.
+  std::lock_guard<std::mutex> lock(mutex);
+  if (notify_pending || notify_closed) return;
+  notify_pending = true;
+  // The function's context keeps this state alive until it is finalized; the handle,
+  // if still there, is found through `owner`.
   tsfn.NonBlockingCall(this, [](Napi::Env env, Napi::Function /*unused*/, XlShared* self) {
     if (env == nullptr) return;
     {
@@ -104,6 +105,17 @@ void XlShared::Notify() {
     }
     if (self->owner != nullptr) self->owner->Drain();
   });
+}
+
+void XlShared::TsfnFinalized() {
+  std::lock_guard<std::mutex> lock(mutex);
+  notify_closed = true;
+  tsfn_gone = true;
+}
+
+bool XlShared::TsfnUsable() {
+  std::lock_guard<std::mutex> lock(mutex);
+  return !tsfn_gone;
 }
 
 void XlShared::Wake() {
@@ -344,7 +356,7 @@ void XlHandle::Forget(XlCall* call) {
 // An ao in flight or a death watch keeps the process alive; an idle context does not.
 void XlHandle::KeepAliveChanged() {
   bool want = phase_ == Phase::kOpen && (waiting_aos_ > 0 || !watches_.empty());
-  if (want == ref_) return;
+  if (want == ref_ || !shared_->TsfnUsable()) return;
   ref_ = want;
   if (want) {
     shared_->tsfn.Ref(Env());
@@ -457,10 +469,8 @@ void XlHandle::BeginClose() {
   phase_ = Phase::kClosing;
   std::set<XlCall*> unsettled = unsettled_;
   for (XlCall* call : unsettled) call->Abandon(errors::Closed(call->op()));
-  if (ref_) {
-    ref_ = false;
-    shared_->tsfn.Unref(Env());
-  }
+  if (ref_ && shared_->TsfnUsable()) shared_->tsfn.Unref(Env());
+  ref_ = false;
   if (signal_ != nullptr && signal_open_) {
     uv_signal_stop(signal_);
     uv_close(AsHandle(signal_), [](uv_handle_t* h) {
@@ -506,7 +516,7 @@ void XlHandle::Closed() {
   }
   for (XlCall* call : completed) call->CompletionSeen();
   shared_->owner = nullptr;
-  shared_->tsfn.Release();
+  if (shared_->TsfnUsable()) shared_->tsfn.Release();
   for (napi_deferred deferred : close_waiters_) {
     if (napi_resolve_deferred(env, deferred, env.Undefined()) != napi_ok) state_->MarkStopping();
   }
@@ -572,7 +582,10 @@ class XlOpenOp final : public Napi::AsyncWorker {
     auto* keep = new std::shared_ptr<XlShared>(result_.shared);
     result_.shared->tsfn = Napi::ThreadSafeFunction::New(
         env, Napi::Function::New(env, [](const Napi::CallbackInfo&) {}), "xenode:libxl", 0, 1, keep,
-        [](Napi::Env, std::shared_ptr<XlShared>* k) { delete k; });
+        [](Napi::Env, std::shared_ptr<XlShared>* k) {
+          (*k)->TsfnFinalized();
+          delete k;
+        });
     result_.shared->tsfn.Unref(env);
   }
   Napi::Value Promise() const { return Napi::Value(Env(), promise_); }
@@ -647,7 +660,7 @@ class XlOpenOp final : public Napi::AsyncWorker {
   void Discard() {
     XlShared& s = *result_.shared;
     if (s.ctx != nullptr) ShutDownContext(s, {});
-    s.tsfn.Release();
+    if (s.TsfnUsable()) s.tsfn.Release();
   }
 
   AddonState* state_;

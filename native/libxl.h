@@ -121,6 +121,7 @@ struct XlShared {
   std::vector<Failure> disasters;
   bool notify_pending = false;
   bool notify_closed = false;
+  bool tsfn_gone = false;         // finalized: Node frees it at teardown, released or not
   Napi::ThreadSafeFunction tsfn;  // wakes XlHandle::Drain on the loop thread
 
   // The event thread.
@@ -135,6 +136,10 @@ struct XlShared {
   ~XlShared();
   // Any thread: queue-side changes are done; wake the loop thread (once per batch).
   void Notify();
+  // Loop thread: from the thread-safe function's finalizer; no call may follow.
+  void TsfnFinalized();
+  // Loop thread: false once finalized (Ref/Unref/Release would touch freed memory).
+  bool TsfnUsable();
   // Any thread: wake the event thread.
   void Wake();
   void EventLoop();
