@@ -6,6 +6,7 @@
 import type { XenBackend, XenStoreConnection } from '../backend.js';
 import { closedError } from '../errors.js';
 import type { NativeAddon } from './addon.js';
+import { LibxlConnection } from './libxl.js';
 import { loadAddon } from './load.js';
 import { NativeXenStoreConnection } from './xenstore.js';
 
@@ -13,6 +14,7 @@ import { NativeXenStoreConnection } from './xenstore.js';
 export class NativeBackend implements XenBackend {
   readonly name = 'native';
   private readonly connections = new Set<NativeXenStoreConnection>();
+  private readonly libxlConnections = new Set<LibxlConnection>();
   private closing: Promise<void> | undefined;
 
   constructor(private readonly addon: NativeAddon) {}
@@ -28,9 +30,24 @@ export class NativeBackend implements XenBackend {
     return conn;
   }
 
+  /**
+   * A libxl context (the toolstack: domains, devices, save/restore, Remus), closed with
+   * the backend. XEN_UNAVAILABLE off a dom0; XEN_VERSION_MISMATCH on another Xen.
+   */
+  async openLibxl(): Promise<LibxlConnection> {
+    if (this.closing !== undefined) throw closedError('native.openLibxl');
+    const conn = await LibxlConnection.open(this.addon);
+    if (this.closing !== undefined) {
+      await conn.close();
+      throw closedError('native.openLibxl');
+    }
+    this.libxlConnections.add(conn);
+    return conn;
+  }
+
   /** Closes every connection this backend opened. Safe to call twice. */
   close(): Promise<void> {
-    this.closing ??= Promise.all([...this.connections].map((c) => c.close())).then(() => undefined);
+    this.closing ??= Promise.all([...this.connections, ...this.libxlConnections].map((c) => c.close())).then(() => undefined);
     return this.closing;
   }
 }

@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { XenError } from '../../lib/errors.js';
 import type { NativeAddon, RawXenError, XlHandle } from '../../lib/native/addon.js';
 import { LibxlConnection, fromLibxl, validateDomainConfigJson, validateLibxlJson } from '../../lib/native/libxl.js';
+import { NativeBackend } from '../../lib/native/backend.js';
 import { loadAddon } from '../../lib/native/load.js';
 import { hasNativeAddon, packageRoot } from './tier.js';
 
@@ -347,6 +348,17 @@ describe('LibxlConnection over a fake handle', () => {
     expect(seen[2]).toBeInstanceOf(XenError);
     expect(seen[2]).toMatchObject({ code: 'XEN_LIBXL_DISASTER' });
     await conn.close();
+  });
+
+  it('the native backend opens libxl connections and closes them with itself', async () => {
+    const { handle, calls, events } = fakeHandle();
+    const backend = new NativeBackend(fakeAddon(handle, events));
+    const conn = await backend.openLibxl();
+    expect(await conn.domainInfo(7)).toMatchObject({ domid: 7 });
+    await backend.close();
+    expect(conn.closed).toBe(true);
+    expect(calls.filter((c) => c[0] === 'close')).toHaveLength(1);
+    expect(await rejection(backend.openLibxl())).toMatchObject({ code: 'XEN_CLOSED' });
   });
 
   it('leaves other errors alone', () => {
