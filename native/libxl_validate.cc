@@ -58,6 +58,34 @@ constexpr unsigned kGlobDat = R_AARCH64_GLOB_DAT;
 #endif
 
 #ifndef XENODE_NO_GOT_PATCH
+// The PT_GNU_RELRO range of the object loaded at `base`, or {0, 0}.
+struct Range {
+  uintptr_t begin = 0;
+  uintptr_t end = 0;
+};
+
+Range RelroOf(ElfW(Addr) base) {
+  struct Query {
+    ElfW(Addr) base;
+    Range range;
+  } q{base, {}};
+  dl_iterate_phdr(
+      [](struct dl_phdr_info* info, size_t, void* data) -> int {
+        auto* q = static_cast<Query*>(data);
+        if (info->dlpi_addr != q->base) return 0;
+        for (int i = 0; i < info->dlpi_phnum; i++) {
+          const ElfW(Phdr)& ph = info->dlpi_phdr[i];
+          if (ph.p_type != PT_GNU_RELRO) continue;
+          q->range.begin = info->dlpi_addr + ph.p_vaddr;
+          q->range.end = q->range.begin + ph.p_memsz;
+          return 1;
+        }
+        return 0;
+      },
+      &q);
+  return q.range;
+}
+
 // Writes `to` into every GOT slot of `map` bound to `symbol` (libxenlight is linked with
 // -z now, so every slot is already bound; RELRO makes them read-only, hence mprotect).
 int PatchGot(struct link_map* map, const Redirect& r) {
@@ -81,6 +109,7 @@ int PatchGot(struct link_map* map, const Redirect& r) {
   if (symtab == nullptr || strtab == nullptr) return 0;
   int patched = 0;
   long page = sysconf(_SC_PAGESIZE);
+  const Range relro = RelroOf(map->l_addr);
   for (int t = 0; t < 2; t++) {
     if (tables[t] == nullptr) continue;
     for (size_t i = 0; i < sizes[t] / sizeof(ElfW(Rela)); i++) {
@@ -93,9 +122,8 @@ int PatchGot(struct link_map* map, const Redirect& r) {
       auto base = reinterpret_cast<uintptr_t>(slot) & ~static_cast<uintptr_t>(page - 1);
       if (mprotect(reinterpret_cast<void*>(base), page, PROT_READ | PROT_WRITE) != 0) return -1;
       *slot = r.to;
-      // RELRO pages were read-only; a writable GOT page being made read-only would only
-      // matter for lazy binding, which -z now libraries do not do.
-      mprotect(reinterpret_cast<void*>(base), page, PROT_READ);
+      // Read-only again if it was (RELRO); a page outside RELRO was writable already.
+      if (base >= relro.begin && base < relro.end) mprotect(reinterpret_cast<void*>(base), page, PROT_READ);
       patched++;
     }
   }
