@@ -22,7 +22,11 @@ const debug = debuglog('xenode:libxl');
 /** A libxl JSON object: a `libxl_domain_config`, `libxl_device_disk` … as libxl prints it. */
 export type LibxlJson = Record<string, unknown>;
 
-/** One domain as `libxl_dominfo_to_json` prints it (libxl omits fields at their default). */
+/**
+ * One domain as `libxl_dominfo_to_json` prints it. libxl's JSON omits every field at its
+ * default (0, false, null): `domid` is filled in here (dom0's would be missing); for the
+ * others, absent means 0 / false.
+ */
 export interface LibxlDomInfo {
   domid: number;
   uuid?: string;
@@ -47,7 +51,7 @@ export interface LibxlDomInfo {
 
 /** A domain event (`libxl_event`) from a death watch: the domain shut down, or is gone. */
 export interface LibxlDomainEvent {
-  /** `'domain_shutdown'` or `'domain_death'` (libxl's event type names). */
+  /** `'domain_shutdown'` or `'domain_death'` (libxl's event type names, from its `"type.<name>"` key). */
   type: string;
   domid: number;
   /** The watch that asked for it ({@link LibxlConnection.watchDomain}). */
@@ -100,6 +104,10 @@ export async function validateLibxlJson(type: LibxlJsonType, json: string | Libx
  */
 export function validateDomainConfigJson(config: string | LibxlJson, addon?: NativeAddon): Promise<LibxlJson> {
   return validateLibxlJson('domain_config', config, addon);
+}
+
+function domInfo(info: Partial<LibxlDomInfo>): LibxlDomInfo {
+  return { ...info, domid: info.domid ?? 0 };
 }
 
 function domidArg(domid: unknown): number {
@@ -212,13 +220,14 @@ export class LibxlConnection extends EventEmitter<LibxlConnectionEvents> {
 
   /** Every domain, dom0 included. */
   async listDomains(): Promise<LibxlDomInfo[]> {
-    return JSON.parse(await this.call(() => this.handle.listDomains())) as LibxlDomInfo[];
+    const list = JSON.parse(await this.call(() => this.handle.listDomains())) as Partial<LibxlDomInfo>[];
+    return list.map(domInfo);
   }
 
   /** One domain; `XEN_ERROR_DOMAIN_NOTFOUND` when there is none with that id. */
   async domainInfo(domid: number): Promise<LibxlDomInfo> {
     domidArg(domid);
-    return JSON.parse(await this.call(() => this.handle.domainInfo(domid))) as LibxlDomInfo;
+    return domInfo(JSON.parse(await this.call(() => this.handle.domainInfo(domid))) as Partial<LibxlDomInfo>);
   }
 
   /** The domain's current configuration as a `libxl_domain_config`. */
@@ -339,15 +348,18 @@ export class LibxlConnection extends EventEmitter<LibxlConnectionEvents> {
       debug('unparsable libxl event: %s', json);
       return;
     }
-    const u = (raw.u ?? {}) as LibxlJson;
+    // libxl prints a keyed union as `"type.<name>": { …its fields }`, and omits fields at
+    // their default (a shutdown_reason of 0, poweroff).
+    const key = Object.keys(raw).find((k) => k.startsWith('type.'));
+    const u = ((key === undefined ? raw.u : raw[key]) ?? {}) as LibxlJson;
     const event: LibxlDomainEvent = {
-      type: String(raw.type),
-      domid: Number(raw.domid),
+      type: key === undefined ? String(raw.type) : key.slice('type.'.length),
+      domid: Number(raw.domid ?? 0),
       watchId: Number(raw.for_user ?? 0),
       raw,
     };
-    if (u.shutdown_reason !== undefined) event.shutdownReason = u.shutdown_reason as string | number;
-    debug('event %s domain %d', event.type, event.domid);
+    if (event.type === 'domain_shutdown') event.shutdownReason = (u.shutdown_reason as string | number | undefined) ?? 0;
+    debug('event %s domain %d: %s', event.type, event.domid, json);
     this.emit('domain', event);
   }
 }

@@ -235,7 +235,7 @@ function fakeHandle(): { handle: XlHandle; calls: unknown[][]; fail: { next?: Ra
     rebootDomain: record('rebootDomain', undefined),
     pauseDomain: record('pauseDomain', undefined),
     unpauseDomain: record('unpauseDomain', undefined),
-    listDomains: record('listDomains', '[{"domid":0,"current_memkb":1048576}]'),
+    listDomains: record('listDomains', '[{"current_memkb":1048576},{"domid":7}]'),
     domainInfo: record('domainInfo', '{"domid":7,"paused":true}'),
     domainConfig: record('domainConfig', '{"c_info":{"name":"tiny"}}'),
     setMemoryTarget: record('setMemoryTarget', undefined),
@@ -283,7 +283,8 @@ describe('LibxlConnection over a fake handle', () => {
     ]);
     expect(await conn.createDomain('{}', { paused: true })).toBe(7);
     expect(calls.at(-1)).toEqual(['createDomain', '{}']);
-    expect(await conn.listDomains()).toEqual([{ domid: 0, current_memkb: 1048576 }]);
+    // libxl omits dom0's domid (a default); the wrapper fills it in.
+    expect(await conn.listDomains()).toEqual([{ domid: 0, current_memkb: 1048576 }, { domid: 7 }]);
     expect(await conn.domainInfo(7)).toEqual({ domid: 7, paused: true });
     expect(await conn.domainConfig(7)).toEqual({ c_info: { name: 'tiny' } });
     await conn.setMemoryTarget(7, 65536);
@@ -340,13 +341,16 @@ describe('LibxlConnection over a fake handle', () => {
     const seen: unknown[] = [];
     conn.on('domain', (e) => seen.push(e));
     conn.on('error', (e) => seen.push(e));
-    events.emit?.('{"domid":3,"domuuid":"u","for_user":5,"type":"domain_shutdown","u":{"shutdown_reason":"poweroff"}}');
-    events.emit?.('{"domid":3,"for_user":5,"type":"domain_death"}');
+    // As libxl_event_to_json prints them: the keyed union as "type.<name>", defaults omitted.
+    events.emit?.('{"domid":3,"domuuid":"u","for_user":5,"type.domain_shutdown":{"shutdown_reason":2}}');
+    events.emit?.('{"domid":3,"for_user":5,"type.domain_death":{}}');
+    events.emit?.('{"domid":3,"for_user":5,"type.domain_shutdown":{}}');
     events.error?.(rawError({ code: 'XEN_LIBXL_DISASTER', op: 'libxl', message: 'XEN_LIBXL_DISASTER: libxl cannot go on' }));
-    expect(seen[0]).toMatchObject({ type: 'domain_shutdown', domid: 3, watchId: 5, shutdownReason: 'poweroff' });
+    expect(seen[0]).toMatchObject({ type: 'domain_shutdown', domid: 3, watchId: 5, shutdownReason: 2 });
     expect(seen[1]).toMatchObject({ type: 'domain_death', domid: 3, watchId: 5 });
-    expect(seen[2]).toBeInstanceOf(XenError);
-    expect(seen[2]).toMatchObject({ code: 'XEN_LIBXL_DISASTER' });
+    expect(seen[2]).toMatchObject({ type: 'domain_shutdown', shutdownReason: 0 });
+    expect(seen[3]).toBeInstanceOf(XenError);
+    expect(seen[3]).toMatchObject({ code: 'XEN_LIBXL_DISASTER' });
     await conn.close();
   });
 
