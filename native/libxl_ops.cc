@@ -345,7 +345,8 @@ Napi::Value XlHandle::RemoveDevice(const Napi::CallbackInfo& info) {
 
 // int libxl_domain_suspend(libxl_ctx *ctx, uint32_t domid, int fd, int flags /* LIBXL_SUSPEND_* */,
 //                          const libxl_asyncop_how *ao_how);
-// (writes the domain's save stream to fd; the domain is gone when it completes)
+// (writes the domain's save stream to fd; the domain is left suspended: `xl save` then
+// destroys it)
 Napi::Value XlHandle::Suspend(const Napi::CallbackInfo& info) {
   uint32_t domid = Domid(info, 0);
   int fd = Fd(info, 1, "fd");

@@ -129,7 +129,7 @@ export interface XlHandle {
   addDevice(domid: number, kind: 'disk' | 'nic' | 'pci', deviceJson: string): Promise<void>;
   /** `libxl_device_<kind>_from_json` + `libxl_device_<kind>_remove`. */
   removeDevice(domid: number, kind: 'disk' | 'nic' | 'pci', deviceJson: string): Promise<void>;
-  /** `libxl_domain_suspend` writing the save stream to `fd`; the domain is gone once it resolves. */
+  /** `libxl_domain_suspend` writing the save stream to `fd`; the domain is left suspended (destroy it, as `xl save` does). */
   suspendDomain(domid: number, fd: number, live: boolean, debug: boolean): Promise<void>;
   /** `libxl_domain_remus_start`: settles only when replication stops. */
   remusStart(domid: number, infoJson: string, sendFd: number, recvFd: number): Promise<void>;

@@ -275,8 +275,10 @@ export class LibxlConnection extends EventEmitter<LibxlConnectionEvents> {
   }
 
   /**
-   * Writes the domain's save stream to `fd` (a file, or a socket for migration) and
-   * destroys the domain. `live` keeps it running while memory is copied.
+   * Writes the domain's save stream to `fd` (a file, or a socket for migration). The
+   * domain is left suspended, not destroyed: destroy it once the stream is safe (as
+   * `xl save` does), or restore from the stream under another name. `live` keeps it
+   * running while memory is copied.
    */
   suspendDomain(domid: number, fd: number, options: { live?: boolean; debug?: boolean } = {}): Promise<void> {
     domidArg(domid);

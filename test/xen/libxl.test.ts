@@ -170,8 +170,11 @@ describe.skipIf(!enabled)('libxl on real Xen', { timeout: 300_000 }, () => {
     } finally {
       await out.close();
     }
-    domid = -1;
     expect((await stat(file)).size).toBeGreaterThan(1024 * 1024);
+    // libxl leaves the domain suspended; `xl save` destroys it next, and so do we.
+    expect((await conn.domainInfo(id)).shutdown).toBe(true);
+    await conn.destroyDomain(id);
+    domid = -1;
     expect((await conn.listDomains()).map((d) => d.domid)).not.toContain(id);
     const input = await open(file, 'r');
     try {
