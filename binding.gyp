@@ -10,6 +10,9 @@
       'sources': [
         'native/addon.cc',
         'native/errors.cc',
+        'native/libxl.cc',
+        'native/libxl_ops.cc',
+        'native/libxl_validate.cc',
         'native/xenlibs.cc',
         'native/xenstore.cc',
         'native/xenstore_ops.cc',
@@ -32,6 +35,7 @@
       'cflags': [
         '<!@(pkg-config --cflags xenstore xencontrol)',
         '<!@(pkg-config --cflags xenevtchn xengnttab xentoollog)',
+        '<!@(pkg-config --cflags xenlight xentoollog)',
         '-fvisibility=hidden',
         '-Wall',
         '-Wextra',

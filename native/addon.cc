@@ -7,6 +7,9 @@
 //   openEventChannels(onEvent) → Promise<EvtchnHandle>, EvtchnHandle   (evtchn.cc)
 //   openGrants() → Promise<GntHandle>, GntHandle                       (gnttab.cc)
 //   openXenCtrl() → Promise<XcHandle>, XcHandle, checkXenRelease       (xenctrl.cc)
+//   openLibxl(onEvent, onError) → Promise<XlHandle>          (libxl.cc)
+//   XlHandle      the class of libxl contexts (not constructible from JS)
+//   validateLibxlJson(type, json) → Promise<string>          (libxl_validate.cc)
 // lib/native/addon.ts is the typed contract of these exports.
 #include <napi.h>
 
@@ -16,6 +19,7 @@
 #include "evtchn.h"
 #include "gnttab.h"
 #include "xenctrl.h"
+#include "libxl.h"
 #include "xenlibs.h"
 #include "xenstore.h"
 
@@ -75,6 +79,12 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("XcHandle", xc_handle);
   exports.Set("openXenCtrl", Napi::Function::New(env, OpenXenCtrl, "openXenCtrl"));
   exports.Set("checkXenRelease", Napi::Function::New(env, CheckXenRelease, "checkXenRelease"));
+  // libxl
+  Napi::Function xl_handle = DefineXlHandle(env);
+  state->xl_handle_class = Napi::Persistent(xl_handle);
+  exports.Set("XlHandle", xl_handle);
+  exports.Set("openLibxl", Napi::Function::New(env, OpenLibxl, "openLibxl"));
+  exports.Set("validateLibxlJson", Napi::Function::New(env, ValidateLibxlJson, "validateLibxlJson"));
   return exports;
 }
 

@@ -43,6 +43,7 @@ class AddonState {
   Napi::FunctionReference evtchn_handle_class;
   Napi::FunctionReference gnt_handle_class;
   Napi::FunctionReference xc_handle_class;
+  Napi::FunctionReference xl_handle_class;  // libxl.cc
 
  private:
   static void OnEnvCleanup(napi_async_cleanup_hook_handle hook, void* arg);

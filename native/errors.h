@@ -31,7 +31,7 @@ struct Failure {
   std::string path;
   bool has_path = false;
   std::string message;
-  // -1: none. Set by the hypervisor-interface calls (evtchn.cc, gnttab.cc, xenctrl.cc).
+  // The domain and port concerned, or -1 (set by the evtchn/gnttab/xenctrl/libxl calls).
   long domid = -1;
   long port = -1;
 
@@ -57,6 +57,14 @@ Failure VersionMismatch(const char* op, std::string message);
 // the library logged for it on this thread (xenlibs::LastLibraryMessage), if any. Pool
 // thread, right after the call. `domid` / `port`: what it concerned, or -1.
 Failure FromXenCall(int errnum, const char* op, long domid = -1, long port = -1);
+// ---- libxl ----
+// A libxl call returned `rc`, one of libxl's ERROR_* codes (negative): code
+// XEN_ERROR_<NAME> (ERROR_FAIL → XEN_ERROR_FAIL), op the libxl function. `detail` is what
+// libxl logged about it (may be empty); `domid` the domain concerned, or -1.
+Failure FromLibxl(int rc, const char* op, const std::string& detail, long domid = -1);
+
+// The XEN_ERROR_<NAME> code for a libxl ERROR_* value; XEN_ERROR_UNKNOWN for others.
+const char* LibxlCodeName(int rc);
 
 // The errno's name, e.g. "ENOENT" for ENOENT.
 std::string ErrnoName(int errnum);

@@ -19,6 +19,10 @@
 
 extern "C" {
 #include <xenstore.h>
+// libxl (libxenlight.so.<ver>, libxentoollog.so.1).
+#include <libxl.h>
+#include <libxl_event.h>
+#include <libxl_utils.h>
 // The hypervisor-interface libraries (evtchn.cc, gnttab.cc, xenctrl.cc).
 #include <xenctrl.h>
 #include <xenevtchn.h>
@@ -155,6 +159,90 @@ Failure CheckHypervisorRelease(int xenver);
 struct xentoollog_logger* QuietLogger();
 std::string LastLibraryMessage();
 void ClearLibraryMessage();
+
+// ---- libxl: libxentoollog.so.1 (stable) and libxenlight.so.<major.minor> ----
+// libxenlight's ABI changes every Xen release, so its soname carries the version the
+// addon was built against; another version on the host is XEN_VERSION_MISMATCH.
+
+#define XENODE_LIBXL_SYMBOLS(X)            \
+  X(libxl_ctx_alloc)                       \
+  X(libxl_ctx_free)                        \
+  X(libxl_get_version_info)                \
+  X(libxl_event_register_callbacks)        \
+  X(libxl_event_free)                      \
+  X(libxl_event_to_json)                   \
+  X(libxl_osevent_beforepoll)              \
+  X(libxl_osevent_afterpoll)               \
+  X(libxl_childproc_setmode)               \
+  X(libxl_childproc_sigchld_occurred)      \
+  X(libxl_ao_abort)                        \
+  X(libxl_evenable_domain_death)           \
+  X(libxl_evdisable_domain_death)          \
+  X(libxl_domain_config_init)              \
+  X(libxl_domain_config_dispose)           \
+  X(libxl_domain_config_from_json)         \
+  X(libxl_domain_config_to_json)           \
+  X(libxl_domain_create_new)               \
+  X(libxl_domain_create_restore)           \
+  X(libxl_domain_restore_params_init)      \
+  X(libxl_domain_restore_params_dispose)   \
+  X(libxl_domain_restore_params_from_json) \
+  X(libxl_domain_destroy)                  \
+  X(libxl_domain_shutdown)                 \
+  X(libxl_domain_reboot)                   \
+  X(libxl_domain_pause)                    \
+  X(libxl_domain_unpause)                  \
+  X(libxl_domain_rename)                   \
+  X(libxl_domain_suspend)                  \
+  X(libxl_domain_remus_info_init)          \
+  X(libxl_domain_remus_info_dispose)       \
+  X(libxl_domain_remus_info_from_json)     \
+  X(libxl_domain_remus_start)              \
+  X(libxl_domain_setmaxmem)                \
+  X(libxl_set_memory_target)               \
+  X(libxl_set_vcpuonline)                  \
+  X(libxl_bitmap_init)                     \
+  X(libxl_bitmap_alloc)                    \
+  X(libxl_bitmap_set)                      \
+  X(libxl_bitmap_dispose)                  \
+  X(libxl_list_domain)                     \
+  X(libxl_dominfo_list_free)               \
+  X(libxl_dominfo_init)                    \
+  X(libxl_dominfo_dispose)                 \
+  X(libxl_dominfo_to_json)                 \
+  X(libxl_domain_info)                     \
+  X(libxl_retrieve_domain_configuration)   \
+  X(libxl_console_get_tty)                 \
+  X(libxl_device_disk_init)                \
+  X(libxl_device_disk_dispose)             \
+  X(libxl_device_disk_from_json)           \
+  X(libxl_device_disk_add)                 \
+  X(libxl_device_disk_remove)              \
+  X(libxl_device_nic_init)                 \
+  X(libxl_device_nic_dispose)              \
+  X(libxl_device_nic_from_json)            \
+  X(libxl_device_nic_add)                  \
+  X(libxl_device_nic_remove)               \
+  X(libxl_device_pci_init)                 \
+  X(libxl_device_pci_dispose)              \
+  X(libxl_device_pci_from_json)            \
+  X(libxl_device_pci_add)                  \
+  X(libxl_device_pci_remove)
+
+struct Libxl {
+  XENODE_TOOLLOG_SYMBOLS(XENODE_TABLE_FIELD)
+  XENODE_LIBXL_SYMBOLS(XENODE_TABLE_FIELD)
+};
+
+// "libxenlight.so.4.17" for XENODE_XEN_VERSION "4.17.0".
+std::string LibxlSoname();
+
+// The libxl table, loading libxentoollog.so.1 and libxenlight.so.<ver> on first use.
+// Returns nullptr and sets *failure when they cannot be loaded: XEN_UNAVAILABLE naming the
+// library and the fix, or XEN_VERSION_MISMATCH when the host has another Xen's libxenlight.
+// Any thread; call it from a pool thread.
+const Libxl* LoadLibxl(Failure* failure);
+
 
 }  // namespace xenlibs
 }  // namespace xenode

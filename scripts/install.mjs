@@ -79,7 +79,7 @@ function isFile(path) {
 }
 
 function xenHeadersFound() {
-  if (pkgConfig('--exists', 'xenstore', 'xencontrol') === undefined) return false;
+  if (pkgConfig('--exists', 'xenstore', 'xencontrol', 'xenlight', 'xentoollog') === undefined) return false;
   const includedir = pkgConfig('--variable=includedir', 'xenstore') || '/usr/include';
   return isFile(join(includedir, 'xenstore.h'));
 }

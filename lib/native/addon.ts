@@ -15,7 +15,7 @@
 /** The error the addon rejects with, made in native/errors.cc: a plain `Error` with these fields. */
 export interface RawXenError extends Error {
   name: 'XenError';
-  /** An errno name (`ENOENT` …), `XEN_UNAVAILABLE`, `XEN_CLOSED` or `XEN_VERSION_MISMATCH`. */
+  /** An errno name (`ENOENT` …), `XEN_UNAVAILABLE`, `XEN_CLOSED`, `XEN_VERSION_MISMATCH`, or `XEN_ERROR_<NAME>` from libxl. */
   code: string;
   /** The numeric errno, when the failure came from one. */
   errno?: number;
@@ -220,6 +220,72 @@ export interface XcHandle {
   close(): Promise<void>;
 }
 
+/**
+ * One libxl context (`libxl_ctx *`), from {@link NativeAddon.openLibxl}. libxl data
+ * crosses as JSON text (libxl's own `_to_json` / `_from_json`). Every method returns a
+ * promise; failures reject with a {@link RawXenError} whose code is `XEN_ERROR_<NAME>`
+ * for libxl's `ERROR_<NAME>`, `op` the libxl function and `domid` the domain. Long
+ * operations (create, restore, destroy, suspend, Remus, devices) are libxl asynchronous
+ * operations: no thread waits for them, and while one runs (or a death watch is set)
+ * the handle keeps the process alive. A domid outside 0..32751 is a RangeError.
+ */
+export interface XlHandle {
+  /** True once `close()` has been called. */
+  readonly closed: boolean;
+  /** The running hypervisor's version, e.g. `'4.17.7'`. */
+  readonly xenVersion: string;
+  /** `libxl_domain_config_from_json` + `libxl_domain_create_new`: the new domid. The domain is left paused. */
+  createDomain(configJson: string): Promise<number>;
+  /** `libxl_domain_create_restore` from a save stream on `fd` (kept open until it settles): the new domid, paused. */
+  restoreDomain(configJson: string, fd: number, paramsJson?: string): Promise<number>;
+  /** `libxl_domain_destroy`. */
+  destroyDomain(domid: number): Promise<void>;
+  /** `libxl_domain_shutdown`: asks the guest; watch the domain to see it go. */
+  shutdownDomain(domid: number): Promise<void>;
+  /** `libxl_domain_reboot`: asks the guest. */
+  rebootDomain(domid: number): Promise<void>;
+  /** `libxl_domain_pause`. */
+  pauseDomain(domid: number): Promise<void>;
+  /** `libxl_domain_unpause`. */
+  unpauseDomain(domid: number): Promise<void>;
+  /** `libxl_list_domain`: a JSON array of `libxl_dominfo`. */
+  listDomains(): Promise<string>;
+  /** `libxl_domain_info`: one `libxl_dominfo` as JSON. */
+  domainInfo(domid: number): Promise<string>;
+  /** `libxl_retrieve_domain_configuration` + `libxl_domain_config_to_json`. */
+  domainConfig(domid: number): Promise<string>;
+  /** `libxl_set_memory_target`, in KiB (negative only when `relative`). */
+  setMemoryTarget(domid: number, targetKiB: number, relative: boolean, enforce: boolean): Promise<void>;
+  /** `libxl_domain_setmaxmem`, in KiB. */
+  setMaxMemory(domid: number, maxKiB: number): Promise<void>;
+  /** `libxl_set_vcpuonline` with vcpus `0..count-1` online. */
+  setVcpuCount(domid: number, count: number): Promise<void>;
+  /** `libxl_device_<kind>_from_json` + `libxl_device_<kind>_add`. */
+  addDevice(domid: number, kind: 'disk' | 'nic' | 'pci', deviceJson: string): Promise<void>;
+  /** `libxl_device_<kind>_from_json` + `libxl_device_<kind>_remove`. */
+  removeDevice(domid: number, kind: 'disk' | 'nic' | 'pci', deviceJson: string): Promise<void>;
+  /** `libxl_domain_suspend` writing the save stream to `fd`; the domain is left suspended (destroy it, as `xl save` does). */
+  suspendDomain(domid: number, fd: number, live: boolean, debug: boolean): Promise<void>;
+  /** `libxl_domain_remus_start`: settles only when replication stops. */
+  remusStart(domid: number, infoJson: string, sendFd: number, recvFd: number): Promise<void>;
+  /** `libxl_evenable_domain_death`: a watch id; its events reach `onEvent` with `for_user` = that id. */
+  watchDomain(domid: number): Promise<number>;
+  /** `libxl_evdisable_domain_death`; an unknown id is not an error. */
+  unwatchDomain(watchId: number): Promise<void>;
+  /** `libxl_console_get_tty`: the pty path. */
+  consoleTty(domid: number, consoleNumber: number, type: 'pv' | 'serial'): Promise<string>;
+  /** `libxl_domain_rename`; with `oldName`, only if the domain is still called that. */
+  renameDomain(domid: number, newName: string, oldName?: string): Promise<void>;
+  /**
+   * Rejects pending calls with `XEN_CLOSED` at once, aborts the asynchronous operations
+   * in flight (`libxl_ao_abort`), waits for them, then frees the context. Safe to call twice.
+   */
+  close(): Promise<void>;
+}
+
+/** The libxl types {@link NativeAddon.validateLibxlJson} can parse. */
+export type LibxlJsonType = 'domain_config' | 'device_disk' | 'device_nic' | 'device_pci' | 'domain_restore_params' | 'domain_remus_info';
+
 /** What `require('node-gyp-build')(root)` returns for xenode. */
 export interface NativeAddon {
   /** The Xen version whose headers the addon was built against, e.g. `'4.17.0'`. */
@@ -259,4 +325,23 @@ export interface NativeAddon {
    * version in both (a test seam).
    */
   checkXenRelease(xenver: number): RawXenError | null;
+  /**
+   * Loads libxentoollog.so.1 and libxenlight.so.<ver> (XEN_UNAVAILABLE naming the
+   * missing one and the fix; XEN_VERSION_MISMATCH when the host has another Xen's
+   * libxenlight or runs another Xen), then `libxl_ctx_alloc` (XEN_UNAVAILABLE, with what
+   * libxl logged, off a dom0). `onEvent` receives each domain event as libxl's JSON
+   * (`libxl_event_to_json`); `onError`, a `XEN_LIBXL_DISASTER` error if libxl can no
+   * longer report events (the context should then be closed).
+   * Absent from addons built before libxl was bound.
+   */
+  openLibxl?(onEvent: (eventJson: string) => void, onError: (err: RawXenError) => void): Promise<XlHandle>;
+  /**
+   * libxl's own parser (`libxl_<type>_from_json`) on `json`, resolving with libxl's
+   * re-serialisation (`_to_json`) of what it understood. Needs libxenlight installed but
+   * no hypervisor: it runs in a private copy of the library. Rejects with
+   * `XEN_ERROR_<NAME>` and libxl's log lines in the message when libxl refuses it.
+   */
+  validateLibxlJson?(type: LibxlJsonType, json: string): Promise<string>;
+  /** The class of libxl contexts; not constructible from JavaScript. */
+  readonly XlHandle?: abstract new (...args: never[]) => XlHandle;
 }

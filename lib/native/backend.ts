@@ -6,6 +6,7 @@
 import type { EventChannelConnection, GrantConnection, ToolstackConnection, XenBackend, XenStoreConnection } from '../backend.js';
 import { XenError, closedError } from '../errors.js';
 import type { NativeAddon } from './addon.js';
+import { LibxlConnection } from './libxl.js';
 import { loadAddon } from './load.js';
 import { NativeXenStoreConnection } from './xenstore.js';
 import { NativeEventChannelConnection } from './event-channels.js';
@@ -15,6 +16,7 @@ import { NativeGrantConnection } from './grants.js';
 export class NativeBackend implements XenBackend {
   readonly name = 'native';
   private readonly connections = new Set<NativeXenStoreConnection>();
+  private readonly libxlConnections = new Set<LibxlConnection>();
   private closing: Promise<void> | undefined;
 
   constructor(private readonly addon: NativeAddon) {}
@@ -43,9 +45,24 @@ export class NativeBackend implements XenBackend {
     );
   }
 
+  /**
+   * A libxl context (the toolstack: domains, devices, save/restore, Remus), closed with
+   * the backend. XEN_UNAVAILABLE off a dom0; XEN_VERSION_MISMATCH on another Xen.
+   */
+  async openLibxl(): Promise<LibxlConnection> {
+    if (this.closing !== undefined) throw closedError('native.openLibxl');
+    const conn = await LibxlConnection.open(this.addon);
+    if (this.closing !== undefined) {
+      await conn.close();
+      throw closedError('native.openLibxl');
+    }
+    this.libxlConnections.add(conn);
+    return conn;
+  }
+
   /** Closes every connection this backend opened. Safe to call twice. */
   close(): Promise<void> {
-    this.closing ??= Promise.all([...this.connections, ...this.hvConnections].map((c) => c.close())).then(() => undefined);
+    this.closing ??= Promise.all([...this.connections, ...this.hvConnections, ...this.libxlConnections].map((c) => c.close())).then(() => undefined);
     return this.closing;
   }
 

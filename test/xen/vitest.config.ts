@@ -8,9 +8,10 @@ export default defineConfig({
   root: fileURLToPath(new URL('../..', import.meta.url)),
   test: {
     include: ['test/xen/**/*.test.ts'],
-    testTimeout: 60_000,
-    hookTimeout: 60_000,
-    // One file at a time: dom0 under QEMU is slow, and the files share the host's VIRQs.
+    // dom0 under QEMU without KVM is slow: guests take tens of seconds to build and boot.
+    testTimeout: 300_000,
+    hookTimeout: 120_000,
+    // One file at a time: the files share the host's VIRQs and its memory for guests.
     fileParallelism: false,
   },
 });
