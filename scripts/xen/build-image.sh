@@ -11,10 +11,10 @@
 # The folder is ${XENODE_XEN_CACHE:-${XDG_CACHE_HOME:-~/.cache}/xenode-xen}/image-<key>,
 # where <key> hashes everything the image is made from: this script, scripts/xen/image/,
 # and the Debian versions of the hypervisor and kernel packages. A changed input builds a
-# new image beside the old one, which is then removed; a build that fails leaves nothing.
+# new image beside the old one (older ones are removed); a build that fails leaves nothing.
 #
 # Needs root (debootstrap chroots), apt access to a Debian mirror, and the host tools
-# listed in $host_tools. Log: <cache>/build.log.
+# listed in $host_tools. Log: <cache>/build.log. `build-image.sh --key` only prints <key>.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache=${XENODE_XEN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/xenode-xen}
@@ -54,6 +54,10 @@ inputs=$(
 )
 key=$(printf '%s' "$inputs" | sha256sum | cut -c1-16)
 image=$cache/image-$key
+if [ "${1:-}" = --key ]; then   # for CI caches: what the image would be called
+  echo "$key"
+  exit 0
+fi
 
 mkdir -p "$cache"
 exec 9>"$cache/.lock"
@@ -145,8 +149,9 @@ rm -rf "$work/debs" "$work/ex" "$work/bootfs" "$work/guest-root"
 echo "$kver" >"$work/kernel-version"
 printf '%s\n' "$inputs" | tail -2 >"$work/inputs"
 touch "$work/complete"
-for old in "$cache"/image-*; do [ "$old" = "$image" ] || rm -rf "$old"; done
 mv "$work" "$image"
+# keep the previous image too: a run that started before this build may still boot it
+ls -1dt "$cache"/image-* | tail -n +3 | while read -r old; do rm -rf "$old"; done
 trap - EXIT
 log "image built in $(($(date +%s) - start))s: $image ($(du -sh "$image" | cut -f1))"
 echo "$image"

@@ -16,13 +16,15 @@ case "$XENODE_XENSTORED" in
 esac
 /etc/init.d/xen start >$out/xen-start.log 2>&1
 rc=$?
+# the init script loads evtchn, gntdev and privcmd; grant-table tests need gntalloc too
+modprobe xen-gntalloc
 say "xen services started (rc=$rc, $XENSTORED), uptime $(uptime)s, capabilities $(cat /proc/xen/capabilities)"
 
 cd "$XENODE_SRC" || exit 1
-export XENODE_XEN_TIER=1 XENODE_BACKEND=native CI=true
+export XENODE_XEN_TIER=1 XENODE_BACKEND=native CI=true NO_COLOR=1
 # shellcheck disable=SC2086
 node node_modules/vitest/vitest.mjs run --config vitest.xen.config.ts \
-  --reporter=default --reporter=json --outputFile.json=$out/vitest.json $XENODE_VITEST_ARGS 2>&1 |
+  --reporter=verbose --reporter=json --outputFile.json=$out/vitest.json $XENODE_VITEST_ARGS 2>&1 |
   tee $out/vitest.log | sed 's/^/XENODE: | /'
 say "vitest done, uptime $(uptime)s"
 

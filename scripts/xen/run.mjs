@@ -14,8 +14,9 @@
 //   npm run test:xen -- test/xen/host.test.ts -t xl   arguments for vitest in dom0
 //
 // Environment: XENODE_XEN_CACHE (default ~/.cache/xenode-xen), XENODE_XEN_TIMEOUT (seconds
-// per boot, default 900), XENODE_XEN_MEMORY (QEMU -m, default 2G), CI=true (a missing tool
-// fails instead of skipping).
+// per boot, default 900), XENODE_XEN_MEMORY (QEMU -m, default 2G), XENODE_XEN_SERIAL=1
+// (one boot after the other rather than side by side), CI=true (a missing tool fails
+// instead of skipping).
 import { spawn, spawnSync } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
@@ -114,10 +115,10 @@ function qemuArgs(image, share, nodeDir) {
   ];
 }
 
-let running; // the QEMU child of the boot under way, killed if we are interrupted
+const running = new Set(); // the QEMU children under way, killed if we are interrupted
 for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
   process.on(sig, () => {
-    running?.kill('SIGKILL');
+    for (const q of running) q.kill('SIGKILL');
     process.exit(130);
   });
 }
@@ -138,7 +139,7 @@ function boot(image, xenstored, vitestArgs) {
   writeFileSync(join(dir, 'qemu-command'), `timeout ${args.join(' ')}\n`);
   return new Promise((done) => {
     const qemu = spawn('timeout', args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    running = qemu;
+    running.add(qemu);
     // a backstop in case timeout(1) itself is stuck
     const backstop = setTimeout(() => qemu.kill('SIGKILL'), (timeoutSeconds + 30) * 1000);
     let partial = '';
@@ -149,7 +150,7 @@ function boot(image, xenstored, vitestArgs) {
         const t = ((Date.now() - start) / 1000).toFixed(2).padStart(7);
         log.write(`[${t}] ${line}\n`);
         // progress on the host: dom0's own milestones and the vitest lines it relays
-        const m = /XENODE: (.*)$/.exec(line.replace(/\r$/, ''));
+        const m = /XENODE: (.*)$/.exec(line.replace(/\r+$/, ''));
         if (m && !/^\| *$/.test(m[1])) console.log(`  ${dim(`${xenstored} ${t}s`)} ${m[1]}`);
       }
     };
@@ -157,7 +158,7 @@ function boot(image, xenstored, vitestArgs) {
     qemu.stderr.on('data', onData);
     qemu.on('exit', (code, signal) => {
       clearTimeout(backstop);
-      running = undefined;
+      running.delete(qemu);
       if (partial) log.write(`${partial}\n`);
       log.end();
       const wall = (Date.now() - start) / 1000;
@@ -248,15 +249,21 @@ async function main() {
   const t0 = Date.now();
   const image = await buildImage();
   say(`image ${image} ready after ${((Date.now() - t0) / 1000).toFixed(1)}s`);
+  // The boots are independent machines: run them side by side unless asked not to.
+  const parallel = process.env.XENODE_XEN_SERIAL !== '1';
+  say(`booting Xen 4.17 with ${chosen.join(' and ')}${parallel && chosen.length > 1 ? ', side by side' : ''} (timeout ${timeoutSeconds}s each)`);
+  const results = [];
+  if (parallel) results.push(...(await Promise.all(chosen.map((xs) => boot(image, xs, vitestArgs)))));
+  else for (const xs of chosen) results.push(await boot(image, xs, vitestArgs));
   let allOk = true;
   const totals = [];
-  for (const xs of chosen) {
-    say(`booting Xen 4.17 with ${xs} (timeout ${timeoutSeconds}s)`);
-    const result = await boot(image, xs, vitestArgs);
+  chosen.forEach((xs, i) => {
+    const result = results[i];
+    console.log(`\n${xs}:`);
     const r = report(xs, result);
-    totals.push(`${xs}: ${r.ok ? 'PASS' : 'FAIL'} (${r.passed} passed, ${r.failed} failed, ${result.wall.toFixed(0)}s)`);
+    totals.push(`${xs}: ${r.ok ? 'PASS' : 'FAIL'} (${r.passed} passed, ${r.failed} failed${r.skipped ? `, ${r.skipped} skipped` : ''}, boot ${result.wall.toFixed(0)}s)`);
     allOk &&= r.ok;
-  }
+  });
   pruneRuns();
   console.log(`\n${allOk ? green('Real-Xen tier passed') : red('Real-Xen tier failed')}: ${totals.join('; ')}; total ${((Date.now() - t0) / 1000).toFixed(0)}s`);
   return allOk ? 0 : 1;
