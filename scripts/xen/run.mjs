@@ -14,19 +14,20 @@
 //   npm run test:xen -- test/xen/host.test.ts -t xl   arguments for vitest in dom0
 //
 // Environment: XENODE_XEN_CACHE (default ~/.cache/xenode-xen), XENODE_XEN_TIMEOUT (seconds
-// per boot, default 900), XENODE_XEN_MEMORY (QEMU -m, default 2G), XENODE_XEN_SERIAL=1
+// per boot, default 1200), XENODE_XEN_MEMORY (QEMU -m, default 2G), XENODE_XEN_SERIAL=1
 // (one boot after the other rather than side by side), CI=true (a missing tool fails
 // instead of skipping).
 import { spawn, spawnSync } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
+import { StringDecoder } from 'node:string_decoder';
 import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, '..', '..');
 const cache = process.env.XENODE_XEN_CACHE || join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'xenode-xen');
-const timeoutSeconds = Number(process.env.XENODE_XEN_TIMEOUT || 900);
+const timeoutSeconds = Number(process.env.XENODE_XEN_TIMEOUT || 1200);
 const memory = process.env.XENODE_XEN_MEMORY || '2G';
 const dom0Memory = '1024M';
 const inCI = process.env.CI === 'true';
@@ -143,8 +144,9 @@ function boot(image, xenstored, vitestArgs) {
     // a backstop in case timeout(1) itself is stuck
     const backstop = setTimeout(() => qemu.kill('SIGKILL'), (timeoutSeconds + 30) * 1000);
     let partial = '';
+    const decoder = new StringDecoder('utf8'); // a character may be split across chunks
     const onData = (chunk) => {
-      const lines = (partial + chunk.toString('latin1')).split('\n');
+      const lines = (partial + decoder.write(chunk)).split('\n');
       partial = lines.pop();
       for (const line of lines) {
         const t = ((Date.now() - start) / 1000).toFixed(2).padStart(7);
@@ -155,7 +157,7 @@ function boot(image, xenstored, vitestArgs) {
       }
     };
     qemu.stdout.on('data', onData);
-    qemu.stderr.on('data', onData);
+    qemu.stderr.on('data', (chunk) => log.write(chunk));
     qemu.on('exit', (code, signal) => {
       clearTimeout(backstop);
       running.delete(qemu);
