@@ -37,20 +37,22 @@ done
 [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || die "/bin/busybox is not static: apt-get install -y busybox-static"
 [ -e /usr/include/xen/io/xs_wire.h ] || die "Xen headers are missing: apt-get install -y libxen-dev"
 
-# Debian versions of what the image is made from; they change the key when the mirror moves.
-pkg_version() { apt-cache show --no-all-versions "$1" 2>/dev/null | awk '/^Version:/{print $2; exit}'; }
-kernel_pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
-if [ -z "$kernel_pkg" ] || [ -z "$(pkg_version xen-hypervisor-4.17-amd64)" ]; then
+# Debian versions of what the image is made from; they change the key when the mirror
+# moves. One apt-cache call: under load each one costs seconds.
+packages_meta() { apt-cache show --no-all-versions linux-image-amd64 xen-hypervisor-4.17-amd64 xen-utils-4.17 2>/dev/null; }
+meta=$(packages_meta || true)
+if ! grep -q '^Package: xen-hypervisor-4.17-amd64' <<<"$meta"; then
   log "apt has no package lists yet: apt-get update"
   apt-get update -qq -o DPkg::Lock::Timeout=600 >&2
-  kernel_pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
+  meta=$(packages_meta || true)
 fi
+kernel_pkg=$(awk '/^Package: linux-image-amd64$/{p=1} p && /^Depends:/{print; exit}' <<<"$meta" | grep -o 'linux-image-[0-9][^ ,]*' | head -1 || true)
 [ -n "$kernel_pkg" ] || die "apt cannot resolve linux-image-amd64"
 kver=${kernel_pkg#linux-image-}
 inputs=$(
   cat "$here/build-image.sh" "$here"/image/*
   echo "$suite $dom0_packages $dom0_modules $boot_modules"
-  echo "$kernel_pkg $(pkg_version "$kernel_pkg") xen $(pkg_version xen-hypervisor-4.17-amd64) $(pkg_version xen-utils-4.17)"
+  awk '/^Package:/{p=$2} /^Version:/{print p, $2}' <<<"$meta"
 )
 key=$(printf '%s' "$inputs" | sha256sum | cut -c1-16)
 image=$cache/image-$key
@@ -147,7 +149,7 @@ install -m 0755 "$here/image/boot-init" "$work/bootfs/init"
 
 rm -rf "$work/debs" "$work/ex" "$work/bootfs" "$work/guest-root"
 echo "$kver" >"$work/kernel-version"
-printf '%s\n' "$inputs" | tail -2 >"$work/inputs"
+printf '%s\n' "$inputs" | tail -4 >"$work/inputs"
 touch "$work/complete"
 mv "$work" "$image"
 # keep the previous image too: a run that started before this build may still boot it
