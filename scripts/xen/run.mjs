@@ -119,7 +119,8 @@ function qemuArgs(image, share, nodeDir) {
 const running = new Set(); // the QEMU children under way, killed if we are interrupted
 for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
   process.on(sig, () => {
-    for (const q of running) q.kill('SIGKILL');
+    // SIGTERM: timeout(1) passes it on to QEMU (a SIGKILL would orphan QEMU)
+    for (const q of running) q.kill('SIGTERM');
     process.exit(130);
   });
 }
