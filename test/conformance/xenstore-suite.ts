@@ -24,6 +24,12 @@ export interface XenStoreSuiteFactory {
   withQuota?(quota: Partial<XenStoreQuota>): Promise<XenStoreSuiteFactory>;
   /** Releases everything the factory made. */
   cleanup(): Promise<void>;
+  /**
+   * The xenstored behind the factory. The suite states what C xenstored does (and the mock
+   * does the same); `'oxenstored'`, the OCaml daemon Debian starts by default, differs in a
+   * few places, each marked where it occurs (seen on Xen 4.17 by the real-Xen tier).
+   */
+  readonly implementation?: 'xenstored' | 'oxenstored';
 }
 
 const text = (s: string): Buffer => Buffer.from(s, 'utf8');
@@ -61,6 +67,11 @@ async function sync(conn: XenStoreConnection): Promise<void> {
 
 /** Registers the suite under `name`. */
 export function xenStoreConformance(name: string, factory: XenStoreSuiteFactory): void {
+  const ocaml = factory.implementation === 'oxenstored';
+  /** Directory listings: C xenstored keeps creation order, oxenstored sorts by name. */
+  const listed = (names: readonly string[]): string[] => (ocaml ? [...names].sort() : [...names]);
+  /** A transaction id xenstored does not know: ENOENT from C xenstored, EIO from oxenstored. */
+  const unknownTx = ocaml ? 'EIO' : 'ENOENT';
   describe(name, () => {
     const opened: XenStoreConnection[] = [];
     let serial = 0;
@@ -125,7 +136,7 @@ export function xenStoreConformance(name: string, factory: XenStoreSuiteFactory)
         const dom0 = await open();
         const base = await fresh(dom0);
         for (const n of ['zeta', 'alpha', 'mid']) await dom0.write(0, `${base}/${n}`, text(n));
-        expect(await dom0.directory(0, base)).toEqual(['zeta', 'alpha', 'mid']);
+        expect(await dom0.directory(0, base)).toEqual(listed(['zeta', 'alpha', 'mid']));
       });
 
       it('mkdir creates parents but leaves an existing node unchanged', async () => {
@@ -158,7 +169,8 @@ export function xenStoreConformance(name: string, factory: XenStoreSuiteFactory)
         await expectCode(dom0.rm(0, `${base}/absent/child`), 'ENOENT');
       });
 
-      it('refuses to remove the root', async () => {
+      // oxenstored accepts XS_RM of / and empties the store: nothing a live host survives.
+      it.skipIf(ocaml)('refuses to remove the root', async () => {
         const dom0 = await open();
         await expectCode(dom0.rm(0, '/'), 'EINVAL');
         expect(await dom0.directory(0, '/')).toContain('local');
@@ -179,7 +191,9 @@ export function xenStoreConformance(name: string, factory: XenStoreSuiteFactory)
         expect(await dom0.getDomainPath(7)).toBe('/local/domain/7');
       });
 
-      it('lists a directory too long for one reply', async () => {
+      // oxenstored answers XS_DIRECTORY with one reply above XENSTORE_PAYLOAD_MAX (4096),
+      // which libxenstore takes for a lost connection and the TypeScript client refuses.
+      it.skipIf(ocaml)('lists a directory too long for one reply', async () => {
         const dom0 = await open();
         const base = await fresh(dom0);
         const names = Array.from({ length: 120 }, (_, i) => `child-with-a-rather-long-name-${String(i).padStart(4, '0')}`);
@@ -203,7 +217,8 @@ export function xenStoreConformance(name: string, factory: XenStoreSuiteFactory)
         }
       });
 
-      it('rejects malformed paths with EINVAL', async () => {
+      // oxenstored accepts some of these paths (answering ENOENT, a node not found).
+      it.skipIf(ocaml)('rejects malformed paths with EINVAL', async () => {
         const dom0 = await open();
         const base = await fresh(dom0);
         const bad = ['', `${base}/`, `${base}//x`, `${base}/a b`, `${base}/a.b`, `${base}/caf\u00e9`, `${base}/tab\t`, '@introduceDomain', `/${'a'.repeat(2048)}`];
@@ -216,7 +231,8 @@ export function xenStoreConformance(name: string, factory: XenStoreSuiteFactory)
         expect(await dom0.directory(0, base)).toEqual([]);
       });
 
-      it('limits paths to 2048 characters below a domain home', async () => {
+      // oxenstored counts the whole path.
+      it.skipIf(ocaml)('limits paths to 2048 characters below a domain home', async () => {
         const dom0 = await open();
         const base = await fresh(dom0);
         // 4.17 counts the length after a leading /local/domain/<domid>/ only.
@@ -343,16 +359,16 @@ export function xenStoreConformance(name: string, factory: XenStoreSuiteFactory)
         const tx = await dom0.transactionStart();
         expect(tx).not.toBe(0);
         await dom0.transactionEnd(tx, false);
-        await expectCode(dom0.read(tx, base), 'ENOENT');
-        await expectCode(dom0.transactionEnd(tx, true), 'ENOENT');
+        await expectCode(dom0.read(tx, base), unknownTx);
+        await expectCode(dom0.transactionEnd(tx, true), unknownTx);
       });
 
       it('refuses unknown transaction ids with ENOENT', async () => {
         const dom0 = await open();
         const base = await fresh(dom0);
-        await expectCode(dom0.read(0x7ffffff0, base), 'ENOENT');
-        await expectCode(dom0.write(0x7ffffff0, `${base}/x`, text('x')), 'ENOENT');
-        await expectCode(dom0.transactionEnd(0x7ffffff0, true), 'ENOENT');
+        await expectCode(dom0.read(0x7ffffff0, base), unknownTx);
+        await expectCode(dom0.write(0x7ffffff0, `${base}/x`, text('x')), unknownTx);
+        await expectCode(dom0.transactionEnd(0x7ffffff0, true), unknownTx);
         await expectCode(dom0.read(0, `${base}/x`), 'ENOENT');
       });
 
@@ -712,7 +728,7 @@ export function xenStoreConformance(name: string, factory: XenStoreSuiteFactory)
                 await expectCode(dom0.rm(0, p), 'ENOENT');
               }
             }
-            expect(await dom0.directory(0, base)).toEqual(model.nodes.get('')?.children);
+            expect(await dom0.directory(0, base)).toEqual(listed(model.nodes.get('')?.children ?? []));
             for (const rel of universe) {
               const node = model.nodes.get(rel);
               const p = `${base}/${rel}`;
@@ -720,7 +736,7 @@ export function xenStoreConformance(name: string, factory: XenStoreSuiteFactory)
                 await expectCode(dom0.read(0, p), 'ENOENT');
               } else {
                 expect((await dom0.read(0, p)).toString()).toBe(node.value);
-                expect(await dom0.directory(0, p)).toEqual(node.children);
+                expect(await dom0.directory(0, p)).toEqual(listed(node.children));
               }
             }
           }),

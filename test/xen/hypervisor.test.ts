@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { VIRQ, type XenError, connect } from '../../lib/index.js';
 import { XenCtrl } from '../../lib/native/xenctrl.js';
 import { hypervisorConformance } from '../conformance/hypervisor-suite.js';
-import { onRealXen } from './tier.js';
+import { guest, onRealXen } from './tier.js';
 
 const run = promisify(execFile);
 
@@ -65,7 +65,7 @@ describe.skipIf(!onRealXen)('real Xen', () => {
 
     it('pauses, caps memory and pins vCPUs of a guest; unknown domains are ESRCH', { timeout: 120_000 }, async () => {
       const xc = await XenCtrl.open();
-      await run('xl', ['create', '-p', '/opt/xenci/tiny.cfg']);
+      await run('xl', ['create', '-p', guest.config, 'name="tiny"']);
       try {
         const { stdout } = await run('xl', ['domid', 'tiny']);
         const domid = Number(stdout.trim());

@@ -3,25 +3,21 @@
  * XENODE_BACKEND=native; see scripts/ and the xen-vm recipe). Creates the tiny busybox
  * PV guest from JSON and drives it through the native building blocks.
  *
- * Guest images, as the tier's rootfs provides them:
- *   /opt/xenci/vmlinuz, /opt/xenci/guest.cpio.gz   boots, prints GUEST_INIT_OK, powers off
- *   $XENODE_SLEEP_RAMDISK (optional)               boots and stays up (for save/restore)
+ * The guest is the tier's test guest (test/xen/tier.ts `guest`): it boots, writes
+ * data/xenode/ready in its XenStore home, and idles until it is asked to shut down.
  */
-import { existsSync } from 'node:fs';
-import { mkdtemp, open, rm, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { XenError } from '../../lib/errors.js';
 import { LibxlConnection, type LibxlDomainEvent, validateDomainConfigJson } from '../../lib/native/libxl.js';
+import { run } from '../helpers/run.js';
+import { guest as tierGuest, onRealXen, waitUntil } from './tier.js';
 
-const enabled = process.env.XENODE_XEN_TIER === '1';
+const enabled = onRealXen;
 const packageRoot = fileURLToPath(new URL('../..', import.meta.url));
-const sleepRamdisk = process.env.XENODE_SLEEP_RAMDISK;
 
-function guest(name: string, ramdisk = '/opt/xenci/guest.cpio.gz'): Record<string, unknown> {
+function guest(name: string): Record<string, unknown> {
   return {
     c_info: { type: 'pv', name },
     b_info: {
@@ -29,8 +25,8 @@ function guest(name: string, ramdisk = '/opt/xenci/guest.cpio.gz'): Record<strin
       avail_vcpus: [0],
       max_memkb: 131072,
       target_memkb: 131072,
-      kernel: '/opt/xenci/vmlinuz',
-      ramdisk,
+      kernel: tierGuest.kernel,
+      ramdisk: tierGuest.ramdisk,
       cmdline: 'console=hvc0 quiet',
       'type.pv': {},
     },
@@ -110,7 +106,7 @@ describe.skipIf(!enabled)('libxl on real Xen', { timeout: 300_000 }, () => {
 
   it('returns its configuration as JSON', async () => {
     const config = await conn.domainConfig(domid);
-    expect(config).toMatchObject({ c_info: { type: 'pv', name: 'tiny' }, b_info: { kernel: '/opt/xenci/vmlinuz' } });
+    expect(config).toMatchObject({ c_info: { type: 'pv', name: 'tiny' }, b_info: { kernel: tierGuest.kernel } });
   });
 
   it('sets the memory target and max memory', async () => {
@@ -142,10 +138,13 @@ describe.skipIf(!enabled)('libxl on real Xen', { timeout: 300_000 }, () => {
     expect((await conn.domainInfo(domid)).paused).toBe(true);
   });
 
-  it('reports its shutdown when the guest powers off, and its death when destroyed', async () => {
+  it('asks the guest to shut down, reports its shutdown, and its death when destroyed', async () => {
     const watch = await conn.watchDomain(domid);
-    const shutdown = nextEvent(conn, (e) => e.domid === domid && e.type === 'domain_shutdown');
     await conn.unpauseDomain(domid);
+    // The guest handles control/shutdown once its kernel is up: wait for its own ready mark.
+    await waitUntil(async () => (await run('xenstore-read', [`/local/domain/${domid}/data/xenode/ready`])).code === 0, 'the guest to be ready', 240_000, 1000);
+    const shutdown = nextEvent(conn, (e) => e.domid === domid && e.type === 'domain_shutdown');
+    await conn.shutdownDomain(domid);
     const s = await shutdown;
     expect(s.watchId).toBe(watch);
     const death = nextEvent(conn, (e) => e.domid === domid && e.type === 'domain_death');
@@ -154,39 +153,7 @@ describe.skipIf(!enabled)('libxl on real Xen', { timeout: 300_000 }, () => {
     await conn.unwatchDomain(watch);
     expect((await conn.listDomains()).map((d) => d.domid)).not.toContain(domid);
     domid = -1;
-  }, 240_000);
-
-  it.skipIf(sleepRamdisk === undefined || !existsSync(sleepRamdisk ?? ''))('saves a running guest to a file and restores it', async () => {
-    const config = guest('sleeper', sleepRamdisk);
-    const id = await conn.createDomain(config);
-    domid = id;
-    // Give the guest kernel time to set up its xenbus control node (TCG is slow).
-    await new Promise((r) => setTimeout(r, 40_000));
-    const dir = await mkdtemp(join(tmpdir(), 'xenode-save-'));
-    const file = join(dir, 'sleeper.save');
-    const out = await open(file, 'w');
-    try {
-      await conn.suspendDomain(id, out.fd);
-    } finally {
-      await out.close();
-    }
-    expect((await stat(file)).size).toBeGreaterThan(1024 * 1024);
-    // libxl leaves the domain suspended; `xl save` destroys it next, and so do we.
-    expect((await conn.domainInfo(id)).shutdown).toBe(true);
-    await conn.destroyDomain(id);
-    domid = -1;
-    expect((await conn.listDomains()).map((d) => d.domid)).not.toContain(id);
-    const input = await open(file, 'r');
-    try {
-      domid = await conn.restoreDomain(config, input.fd);
-    } finally {
-      await input.close();
-    }
-    expect((await conn.domainInfo(domid)).domid).toBe(domid);
-    await conn.destroyDomain(domid);
-    domid = -1;
-    await rm(dir, { recursive: true, force: true });
-  }, 280_000);
+  }, 400_000);
 
   it('rejects calls after close with XEN_CLOSED, and closing twice is harmless', async () => {
     const other = await LibxlConnection.open();

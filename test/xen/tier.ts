@@ -1,5 +1,67 @@
 /**
- * The real-Xen tier: these tests run in a dom0 of real Xen (the QEMU harness runs them
- * with XENODE_BACKEND=native and XENODE_XEN_TIER=1); anywhere else they skip.
+ * The real-Xen tier: what every test/xen/*.test.ts may rely on. These files run only
+ * inside the dom0 that `npm run test:xen` boots (Xen 4.17 under QEMU, see
+ * scripts/xen/); anywhere else importing this module throws, so a stray
+ * `vitest -c vitest.xen.config.ts` on a laptop fails loudly instead of testing nothing.
+ *
+ * In that dom0: root, xen services started (xenstored — oxenstored or the C one,
+ * see {@link xenstored} — xenconsoled, dom0 introduced), `xl` and the xenstore-* tools
+ * on $PATH, XENODE_BACKEND=native, CI=true, and the test guest's files below.
  */
-export const onRealXen = process.env.XENODE_XEN_TIER === '1';
+import { readFileSync } from 'node:fs';
+import { run, type RunResult } from '../helpers/run.js';
+
+if (process.env.XENODE_XEN_TIER !== '1') {
+  throw new Error('test/xen/ runs inside the dom0 that `npm run test:xen` boots (XENODE_XEN_TIER=1 is not set)');
+}
+
+/** Which xenstored this boot runs: `'oxenstored'` or `'xenstored'` (the C one). */
+export const xenstored = (process.env.XENODE_XENSTORED ?? '') as 'oxenstored' | 'xenstored';
+
+/**
+ * The test guest: Debian's kernel with a busybox initramfs whose /init acts on XenStore
+ * as the guest (scripts/xen/image/guest-init), prints `XENODE_GUEST ready` on its
+ * console, then idles until it is shut down or destroyed. 128 MB, one vcpu, PV.
+ */
+export const guest = {
+  kernel: '/opt/xenode/guest/vmlinuz',
+  ramdisk: '/opt/xenode/guest/initramfs.cpio.gz',
+  /** A complete xl.cfg for it (name `xenode-guest`). */
+  config: '/opt/xenode/guest/guest.cfg',
+  /** Where xenconsoled logs the console of the guest called `name`. */
+  consoleLog: (name: string): string => `/var/log/xen/console/guest-${name}.log`,
+};
+
+/** Runs `xl` with `args` (timeout 120 s: TCG is slow) and throws unless it exits 0. */
+export async function xl(args: readonly string[], timeout = 120_000): Promise<string> {
+  const r: RunResult = await run('xl', args, { timeout });
+  if (r.code !== 0) throw new Error(`xl ${args.join(' ')} exited ${r.code ?? r.signal}: ${r.stderr.trim()}`);
+  return r.stdout;
+}
+
+/** `xl info` as a map of its `key : value` lines. */
+export async function xlInfo(): Promise<Map<string, string>> {
+  const info = new Map<string, string>();
+  for (const line of (await xl(['info'])).split('\n')) {
+    const m = /^(\S+)\s*:\s*(.*)$/.exec(line);
+    if (m) info.set(m[1] as string, (m[2] as string).trim());
+  }
+  return info;
+}
+
+/** Reads a small file, trimmed. */
+export function readTrimmed(path: string): string {
+  return readFileSync(path, 'utf8').trim();
+}
+
+/** Resolves once `check()` is true, polling every `step` ms; rejects after `ms`. */
+export async function waitUntil(check: () => boolean | Promise<boolean>, what: string, ms = 60_000, step = 100): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, step));
+  }
+}
+
+/** Always true once this module has loaded (it throws anywhere but the tier's dom0). */
+export const onRealXen = true;
