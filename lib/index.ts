@@ -40,4 +40,8 @@ export {
   type VirtualDiskInfo,
   type CreateDiskOptions,
   type OpenDiskOptions,
+  type ImportDiskOptions,
+  type ConvertDiskOptions,
+  type DiskReadStreamOptions,
+  type TransferProgress,
 } from './vhd/disk.js';

@@ -1,23 +1,40 @@
-import { type FileHandle, access, open, realpath, stat } from 'node:fs/promises';
+import { type FileHandle, access, open, realpath } from 'node:fs/promises';
 import { resolve } from 'node:path';
+import type { Readable } from 'node:stream';
 import { XenError, closedError } from '../errors.js';
 import { SparseBlocks } from './blocks.js';
 import { MAX_CHAIN_DEPTH, findParentPath } from './chain.js';
-import { writeAll, writeNewImage } from './create.js';
+import { newFooter, writeAll, writeNewImage } from './create.js';
 import { fsError, vhdError } from './errors.js';
 import { toVhdTimestamp } from './fields.js';
-import { DiskType, type VhdFooter, encodeFooter } from './footer.js';
-import { DEFAULT_BLOCK_SIZE, MAX_DISK_SIZE, type VhdImage, readExact, readImage } from './image.js';
+import { DiskType, NO_DATA_OFFSET, type VhdFooter, encodeFooter } from './footer.js';
+import { DEFAULT_BLOCK_SIZE, MAX_DISK_SIZE, type VhdImage, readImage, readInto } from './image.js';
+import {
+  type ConvertDiskOptions,
+  type DiskReadStreamOptions,
+  type ImportDiskOptions,
+  type TransferProgress,
+  checkTransferOptions,
+  copyDisk,
+  diskReadStream,
+  importInto,
+  replaceAtomically,
+} from './transfer.js';
 
-/** The kinds of VHD image. */
-export type VirtualDiskType = 'fixed' | 'dynamic' | 'differencing';
+export type { ConvertDiskOptions, DiskReadStreamOptions, ImportDiskOptions, TransferProgress };
+
+/** The kinds of disk image: the three VHD kinds, and a raw image (the bytes of the disk, nothing else). */
+export type VirtualDiskType = 'raw' | 'fixed' | 'dynamic' | 'differencing';
 
 /** Options of {@link VirtualDisk.create}. */
 export interface CreateDiskOptions {
   /** Size in bytes: a multiple of 512, at most 2040 GiB. Kept exactly, whatever the CHS geometry. */
   size: number;
-  /** `dynamic` grows as blocks are written; `fixed` allocates the whole size up front. */
-  type: 'dynamic' | 'fixed';
+  /**
+   * `dynamic` grows as blocks are written; `fixed` allocates the whole size up front;
+   * `raw` is a plain file of the disk's bytes (sparse where never written).
+   */
+  type: 'dynamic' | 'fixed' | 'raw';
   /**
    * Replace a file already at `path` (default `true`, as `qemu-img create` and
    * `vhd-util create` do). The replacement is atomic: the new image is written beside it
@@ -31,6 +48,11 @@ export interface CreateDiskOptions {
 export interface OpenDiskOptions {
   /** Open without write access; writes then fail with `VHD_READ_ONLY`. */
   readOnly?: boolean;
+  /**
+   * `vhd` (the default) or `raw`: a raw image is any file, its bytes the disk's, its size
+   * the disk's size. Never guessed: a damaged VHD must fail, not open as raw.
+   */
+  format?: 'vhd' | 'raw';
 }
 
 /** What {@link VirtualDisk.info} reports. */
@@ -40,6 +62,7 @@ export interface VirtualDiskInfo {
   /** Virtual size in bytes. */
   size: number;
   type: VirtualDiskType;
+  /** The VHD's UUID; empty for a raw image. */
   uuid: string;
   /** Absolute path of the parent image, for a differencing disk. */
   parent: string | undefined;
@@ -58,6 +81,11 @@ const typeNames: Record<number, VirtualDiskType> = {
   [DiskType.dynamic]: 'dynamic',
   [DiskType.differencing]: 'differencing',
 };
+
+/** The stand-in footer of a raw image: never written, it only answers {@link VirtualDisk.info}. */
+function rawFooter(size: number): VhdFooter {
+  return { ...newFooter(size, DiskType.fixed, NO_DATA_OFFSET), uuid: '' };
+}
 
 function checkRange(offset: number, length: number, size: number): void {
   if (!Number.isSafeInteger(offset) || offset < 0) throw new RangeError(`offset must be a non-negative integer, got ${offset}`);
@@ -102,6 +130,7 @@ export class VirtualDisk {
     private readOnly: boolean,
     private readonly parent: VirtualDisk | undefined,
     private readonly blocks: SparseBlocks | undefined,
+    private readonly raw = false,
   ) {
     this.footer = image.footer;
   }
@@ -116,11 +145,112 @@ export class VirtualDisk {
     if (typeof path !== 'string' || path === '') throw new TypeError('path must be a non-empty string');
     const { size, type, overwrite } = options ?? {};
     if (overwrite !== undefined && typeof overwrite !== 'boolean') throw new TypeError('overwrite must be a boolean');
-    if (type !== 'dynamic' && type !== 'fixed') throw new TypeError(`type must be 'dynamic' or 'fixed', got ${String(type)}`);
-    if (!Number.isSafeInteger(size) || size <= 0 || size % 512 !== 0) throw new RangeError(`size must be a positive multiple of 512, got ${size}`);
-    if (size > MAX_DISK_SIZE) throw vhdError('VHD_TOO_LARGE', `size ${size} exceeds the 2040 GiB VHD limit`, resolve(path), 'vhd.create');
+    checkNewDisk(path, type, size);
     await writeNewImage(resolve(path), { size, type, blockSize: DEFAULT_BLOCK_SIZE }, overwrite ?? true);
-    return VirtualDisk.open(path);
+    return VirtualDisk.open(path, { format: type === 'raw' ? 'raw' : 'vhd' });
+  }
+
+  /**
+   * Makes a new disk at `path` from a stream of raw disk bytes (a `Readable`, or any async
+   * iterable of `Uint8Array`s), written beside `path` and renamed over it only once complete
+   * and durable. All-zero blocks stay unallocated (holes in a fixed or raw image). The
+   * stream must hold exactly `size` bytes (RangeError otherwise); `size` may be left out
+   * when `source` is a `fs.ReadStream` of a whole file.
+   *
+   * @example
+   * ```ts
+   * import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+   * import { createReadStream } from 'node:fs';
+   * import { tmpdir } from 'node:os';
+   * import { join } from 'node:path';
+   * import { VirtualDisk } from 'xenode';
+   *
+   * const dir = await mkdtemp(join(tmpdir(), 'xenode-import-'));
+   * const raw = Buffer.alloc(4 * 1024 * 1024);
+   * raw.write('boot', 510);
+   * await writeFile(join(dir, 'disk.raw'), raw);
+   * await VirtualDisk.import(join(dir, 'disk.vhd'), createReadStream(join(dir, 'disk.raw')), { type: 'dynamic' });
+   * const disk = await VirtualDisk.open(join(dir, 'disk.vhd'), { readOnly: true });
+   * console.log(disk.info().allocatedBytes); // 2097152: the second, all-zero block stays unallocated
+   * await disk.close();
+   * await rm(dir, { recursive: true });
+   * ```
+   */
+  static async import(path: string, source: AsyncIterable<Uint8Array> | Readable, options: ImportDiskOptions): Promise<void> {
+    if (source === null || typeof source !== 'object' || typeof (source as AsyncIterable<Uint8Array>)[Symbol.asyncIterator] !== 'function') {
+      throw new TypeError('source must be a Readable or an async iterable of Uint8Array');
+    }
+    const { type, overwrite, signal, onProgress } = options ?? {};
+    const size = options?.size ?? (await sizeOfFileStream(source));
+    checkNewDisk(path, type, size);
+    checkTransferOptions(overwrite, signal, onProgress);
+    signal?.throwIfAborted();
+    await replaceAtomically(resolve(path), overwrite ?? true, 'vhd.import', async (tmp) => {
+      await writeNewImage(tmp, { size, type, blockSize: DEFAULT_BLOCK_SIZE });
+      const disk = await VirtualDisk.open(tmp, { format: type === 'raw' ? 'raw' : 'vhd' });
+      try {
+        await importInto(disk, source, size, options);
+        await disk.flush();
+      } finally {
+        await disk.close();
+      }
+    });
+  }
+
+  /**
+   * Copies the disk at `src` (a differencing disk with its whole chain, flattened) into a new
+   * image of `type` at `dst`, written beside `dst` and renamed over it only once complete and
+   * durable. Only data is copied: unallocated and all-zero blocks stay unallocated (holes in
+   * a fixed or raw image). A raw source needs `format: 'raw'`; a raw source whose size is not
+   * a multiple of 512 is padded with zeros.
+   *
+   * @example
+   * ```ts
+   * import { mkdtemp, rm } from 'node:fs/promises';
+   * import { tmpdir } from 'node:os';
+   * import { join } from 'node:path';
+   * import { VirtualDisk } from 'xenode';
+   *
+   * const dir = await mkdtemp(join(tmpdir(), 'xenode-convert-'));
+   * const base = await VirtualDisk.create(join(dir, 'base.vhd'), { size: 8 * 1024 * 1024, type: 'dynamic' });
+   * await base.write(0, Buffer.from('base'));
+   * const child = await base.snapshot(join(dir, 'child.vhd'));
+   * await child.write(2, Buffer.from('SE'));
+   * await child.close();
+   * await base.close();
+   * await VirtualDisk.convert(join(dir, 'child.vhd'), join(dir, 'flat.raw'), { type: 'raw' });
+   * const flat = await VirtualDisk.open(join(dir, 'flat.raw'), { format: 'raw', readOnly: true });
+   * console.log(flat.info().type, (await flat.read(0, 4)).toString()); // raw baSE
+   * await flat.close();
+   * await rm(dir, { recursive: true });
+   * ```
+   */
+  static async convert(src: string, dst: string, options: ConvertDiskOptions): Promise<void> {
+    if (typeof src !== 'string' || src === '') throw new TypeError('src must be a non-empty string');
+    if (typeof dst !== 'string' || dst === '') throw new TypeError('dst must be a non-empty string');
+    const { type, format, overwrite, signal, onProgress } = options ?? {};
+    if (type !== 'dynamic' && type !== 'fixed' && type !== 'raw') throw new TypeError(`type must be 'raw', 'fixed' or 'dynamic', got ${String(type)}`);
+    checkTransferOptions(overwrite, signal, onProgress);
+    signal?.throwIfAborted();
+    const source = await VirtualDisk.open(src, { readOnly: true, format });
+    try {
+      if (resolve(dst) === source.path) throw new TypeError('src and dst must be different files');
+      const size = Math.ceil(source.size / 512) * 512;
+      if (size > MAX_DISK_SIZE && type !== 'raw') throw vhdError('VHD_TOO_LARGE', `size ${size} exceeds the 2040 GiB VHD limit`, source.path, 'vhd.convert');
+      if (size === 0) throw new RangeError(`${source.path} is empty: a disk needs at least one sector`);
+      await replaceAtomically(resolve(dst), overwrite ?? true, 'vhd.convert', async (tmp) => {
+        await writeNewImage(tmp, { size, type, blockSize: DEFAULT_BLOCK_SIZE });
+        const target = await VirtualDisk.open(tmp, { format: type === 'raw' ? 'raw' : 'vhd' });
+        try {
+          await copyDisk(source, (o, l) => source.holdsData(o, l), target, options);
+          await target.flush();
+        } finally {
+          await target.close();
+        }
+      });
+    } finally {
+      await source.close();
+    }
   }
 
   /**
@@ -130,7 +260,26 @@ export class VirtualDisk {
    */
   static async open(path: string, options: OpenDiskOptions = {}): Promise<VirtualDisk> {
     if (typeof path !== 'string' || path === '') throw new TypeError('path must be a non-empty string');
+    const { format = 'vhd' } = options;
+    if (format !== 'vhd' && format !== 'raw') throw new TypeError(`format must be 'vhd' or 'raw', got ${String(format)}`);
+    if (format === 'raw') return VirtualDisk.openRaw(resolve(path), options.readOnly === true);
     return VirtualDisk.openChain(resolve(path), options.readOnly === true, [], false);
+  }
+
+  private static async openRaw(path: string, readOnly: boolean): Promise<VirtualDisk> {
+    let fh: FileHandle;
+    try {
+      fh = await open(path, readOnly ? 'r' : 'r+');
+    } catch (err) {
+      throw fsError(err, 'vhd.open', path);
+    }
+    try {
+      const { size } = await fh.stat();
+      return new VirtualDisk(path, fh, { footer: rawFooter(size), footerOffset: size, size, sparse: undefined }, readOnly, undefined, undefined, true);
+    } catch (err) {
+      await fh.close();
+      throw fsError(err, 'vhd.open', path);
+    }
   }
 
   /**
@@ -147,11 +296,12 @@ export class VirtualDisk {
       base = await VirtualDisk.openChain(resolve(basePath), false, [], true);
     }
     try {
-      await base.exclusive(() => base.makeChild(childPath));
-    } finally {
+      // The base, now read-only, becomes the child's parent as it is: nothing read twice.
+      return await base.exclusive(() => base.makeChild(childPath, base));
+    } catch (err) {
       await base.close();
+      throw err;
     }
-    return VirtualDisk.open(childPath);
   }
 
   private static async openChain(path: string, readOnly: boolean, seen: string[], allowHidden: boolean): Promise<VirtualDisk> {
@@ -210,6 +360,37 @@ export class VirtualDisk {
     });
   }
 
+  /**
+   * A `Readable` of the virtual disk's bytes from `start` to `end` (inclusive, as in
+   * `fs.createReadStream`; the whole disk by default), in chunks of `highWaterMark` bytes
+   * (2 MiB by default). Reads happen only as the consumer takes chunks; unallocated
+   * regions are produced as zeros without touching the file.
+   *
+   * @example
+   * ```ts
+   * import { mkdtemp, rm } from 'node:fs/promises';
+   * import { createWriteStream } from 'node:fs';
+   * import { pipeline } from 'node:stream/promises';
+   * import { tmpdir } from 'node:os';
+   * import { join } from 'node:path';
+   * import { VirtualDisk } from 'xenode';
+   *
+   * const dir = await mkdtemp(join(tmpdir(), 'xenode-stream-'));
+   * const disk = await VirtualDisk.create(join(dir, 'disk.vhd'), { size: 16 * 1024 * 1024, type: 'dynamic' });
+   * await disk.write(0, Buffer.from('hello'));
+   * await pipeline(disk.createReadStream(), createWriteStream(join(dir, 'disk.raw')));
+   * let bytes = 0;
+   * for await (const chunk of disk.createReadStream({ start: 0, end: 4 })) bytes += chunk.length;
+   * console.log(bytes); // 5
+   * await disk.close();
+   * await rm(dir, { recursive: true });
+   * ```
+   */
+  createReadStream(options: DiskReadStreamOptions = {}): Readable {
+    if (this.closed) throw closedError('vhd.createReadStream');
+    return diskReadStream(this.size, options, (offset, length) => this.read(offset, length));
+  }
+
   /** Waits for pending writes and makes them durable (fdatasync). */
   async flush(): Promise<void> {
     if (this.closed) throw closedError('vhd.flush');
@@ -236,7 +417,7 @@ export class VirtualDisk {
     return {
       path: this.path,
       size: this.size,
-      type: typeNames[this.footer.diskType] as VirtualDiskType,
+      type: this.raw ? 'raw' : (typeNames[this.footer.diskType] as VirtualDiskType),
       uuid: this.footer.uuid,
       parent: this.parent?.path,
       chainDepth: this.chainDepth(),
@@ -248,12 +429,22 @@ export class VirtualDisk {
 
   /**
    * Makes `childPath` a new differencing disk whose parent is this one, and turns this disk
-   * hidden and read-only. Nothing is copied: the child starts empty and reads through.
+   * hidden and read-only. Nothing is copied: the child starts empty and reads through. The
+   * child is built from what this disk already holds in memory, so the time taken does not
+   * depend on the disk's size or data (beyond writing the child's empty BAT).
    */
   async snapshot(childPath: string): Promise<VirtualDisk> {
     if (this.closed) throw closedError('vhd.snapshot');
-    await this.exclusive(() => this.makeChild(childPath));
-    return VirtualDisk.open(childPath);
+    return this.exclusive(async () => {
+      // The child reads through its own handles, so closing this disk does not break it.
+      const parent = await this.reopenReadOnly();
+      try {
+        return await this.makeChild(childPath, parent);
+      } catch (err) {
+        await parent.close();
+        throw err;
+      }
+    });
   }
 
   private chainDepth(): number {
@@ -266,13 +457,36 @@ export class VirtualDisk {
     return result;
   }
 
-  private async makeChild(childPath: string): Promise<void> {
+  /** This disk (and its chain) opened again read-only, sharing the metadata already in memory. */
+  private async reopenReadOnly(): Promise<VirtualDisk> {
+    let fh: FileHandle;
+    try {
+      fh = await open(this.path, 'r');
+    } catch (err) {
+      throw fsError(err, 'vhd.snapshot', this.path);
+    }
+    try {
+      const parent = await this.parent?.reopenReadOnly();
+      const footerOffset = this.blocks?.endOffset ?? this.image.footerOffset;
+      const image = { ...this.image, footer: this.footer, footerOffset };
+      const blocks = image.sparse ? new SparseBlocks(fh, this.path, image.sparse, footerOffset, this.footer) : undefined;
+      return new VirtualDisk(this.path, fh, image, true, parent, blocks, this.raw);
+    } catch (err) {
+      await fh.close();
+      throw err;
+    }
+  }
+
+  /** Marks this disk hidden and read-only, and makes `childPath` its child, reading through `parent`. */
+  private async makeChild(childPath: string, parent: VirtualDisk): Promise<VirtualDisk> {
     if (typeof childPath !== 'string' || childPath === '') throw new TypeError('childPath must be a non-empty string');
+    if (this.raw) throw vhdError('VHD_UNSUPPORTED', 'a raw image cannot be a parent: convert it to a VHD first', this.path, 'vhd.snapshot');
     if (this.chainDepth() + 1 > MAX_CHAIN_DEPTH) {
       throw vhdError('VHD_CHAIN_TOO_DEEP', `a child would make the chain deeper than ${MAX_CHAIN_DEPTH} disks`, this.path, 'vhd.snapshot');
     }
-    if (await access(childPath).then(() => true, () => false)) {
-      throw XenError.fromErrno('EEXIST', { op: 'vhd.snapshot', path: resolve(childPath) });
+    const child = resolve(childPath);
+    if (await access(child).then(() => true, () => false)) {
+      throw XenError.fromErrno('EEXIST', { op: 'vhd.snapshot', path: child });
     }
     if (!this.footer.hidden) {
       if (this.readOnly) throw vhdError('VHD_READ_ONLY', 'the disk is open read-only and cannot be marked hidden', this.path, 'vhd.snapshot');
@@ -283,43 +497,77 @@ export class VirtualDisk {
       else await writeAll(this.fh, encodeFooter(footer), this.image.footerOffset);
       await this.fh.datasync();
       this.footer = footer;
+      parent.footer = footer;
     }
     this.readOnly = true;
-    const mtime = (await stat(this.path)).mtime;
-    await writeNewImage(resolve(childPath), {
+    const mtime = (await this.fh.stat()).mtime;
+    const image = await writeNewImage(child, {
       size: this.size,
       type: 'differencing',
       blockSize: this.blocks?.blockSize ?? DEFAULT_BLOCK_SIZE,
       parent: { path: this.path, uuid: this.footer.uuid, timestamp: toVhdTimestamp(mtime) },
     });
+    let fh: FileHandle;
+    try {
+      fh = await open(child, 'r+');
+    } catch (err) {
+      throw fsError(err, 'vhd.snapshot', child);
+    }
+    const sparse = image.sparse as NonNullable<VhdImage['sparse']>;
+    return new VirtualDisk(child, fh, image, false, parent, new SparseBlocks(fh, child, sparse, image.footerOffset, image.footer));
+  }
+
+  /** Whether any disk of the chain stores data for some of bytes [offset, offset + length). */
+  private holdsData(offset: number, length: number): boolean {
+    if (!this.blocks) return true;
+    const bs = this.blocks.blockSize;
+    for (let b = Math.floor(offset / bs); b * bs < offset + length; b++) if (this.blocks.isAllocated(b)) return true;
+    return this.parent?.holdsData(offset, length) ?? false;
   }
 
   private async readRange(offset: number, length: number): Promise<Buffer> {
-    const out = Buffer.alloc(length);
-    const end = Math.min(offset + length, this.size);
-    if (end <= offset) return out;
+    // Every byte is read, copied from a parent or zero-filled below.
+    const out = Buffer.allocUnsafe(length);
+    await this.readInto(offset, out, 0, length);
+    return out;
+  }
+
+  /** Fills `out[at, at + length)` with the disk's bytes from `offset`: zeros past its end. */
+  private async readInto(offset: number, out: Buffer, at: number, length: number): Promise<void> {
+    const inside = Math.max(0, Math.min(length, this.size - offset));
+    if (inside < length) out.fill(0, at + inside, at + length);
+    if (inside === 0) return;
     if (!this.blocks) {
-      (await readExact(this.fh, offset, end - offset, this.path, 'disk data')).copy(out);
-      return out;
+      await readInto(this.fh, offset, out, at, inside, this.path, 'disk data');
+      return;
     }
     const bs = this.blocks.blockSize;
+    const end = offset + inside;
     for (let pos = offset; pos < end; ) {
       const block = Math.floor(pos / bs);
       const blockStart = block * bs;
       const from = pos - blockStart;
       const to = Math.min(end - blockStart, bs);
+      pos = blockStart + to;
+      if (!this.blocks.isAllocated(block)) {
+        await this.readAbsent(blockStart + from, out, at + blockStart + from - offset, to - from);
+        continue;
+      }
       const first = Math.floor(from / 512);
       for (const run of await this.blocks.runs(block, first, Math.ceil(to / 512) - first)) {
         const rs = Math.max(run.first * 512, from);
         const re = Math.min((run.first + run.count) * 512, to);
-        let data: Buffer | undefined;
-        if (run.present) data = await this.blocks.readData(block, rs, re - rs);
-        else if (this.parent) data = await this.parent.readRange(blockStart + rs, re - rs);
-        data?.copy(out, blockStart + rs - offset);
+        const dest = at + blockStart + rs - offset;
+        if (run.present) await this.blocks.readData(block, rs, out, dest, re - rs);
+        else await this.readAbsent(blockStart + rs, out, dest, re - rs);
       }
-      pos = blockStart + to;
     }
-    return out;
+  }
+
+  /** Bytes this disk does not store: the parent's, or zeros. */
+  private async readAbsent(offset: number, out: Buffer, at: number, length: number): Promise<void> {
+    if (this.parent) await this.parent.readInto(offset, out, at, length);
+    else out.fill(0, at, at + length);
   }
 
   private async writeRange(offset: number, data: Buffer): Promise<void> {
@@ -332,17 +580,37 @@ export class VirtualDisk {
     const s1 = Math.ceil(end / 512);
     let aligned = data;
     if (offset % 512 !== 0 || end % 512 !== 0) {
-      aligned = Buffer.alloc((s1 - s0) * 512);
-      (await this.readRange(s0 * 512, 512)).copy(aligned, 0);
-      if (s1 - 1 > s0) (await this.readRange((s1 - 1) * 512, 512)).copy(aligned, aligned.length - 512);
+      aligned = Buffer.allocUnsafe((s1 - s0) * 512);
+      await this.readInto(s0 * 512, aligned, 0, 512);
+      if (s1 - 1 > s0) await this.readInto((s1 - 1) * 512, aligned, aligned.length - 512, 512);
       data.copy(aligned, offset - s0 * 512);
     }
-    const spb = this.blocks.blockSize / 512;
-    for (let s = s0; s < s1; ) {
-      const block = Math.floor(s / spb);
-      const stop = Math.min(s1, (block + 1) * spb);
-      await this.blocks.writeSectors(block, s - block * spb, aligned.subarray((s - s0) * 512, (stop - s0) * 512));
-      s = stop;
-    }
+    await this.blocks.write(s0, aligned);
+  }
+}
+
+/** Checks the path, type and size of a disk to be made; TypeError, RangeError or VHD_TOO_LARGE. */
+function checkNewDisk(path: string, type: unknown, size: number | undefined): asserts type is 'dynamic' | 'fixed' | 'raw' {
+  if (typeof path !== 'string' || path === '') throw new TypeError('path must be a non-empty string');
+  if (type !== 'dynamic' && type !== 'fixed' && type !== 'raw') throw new TypeError(`type must be 'dynamic', 'fixed' or 'raw', got ${String(type)}`);
+  if (!Number.isSafeInteger(size) || (size as number) <= 0 || (size as number) % 512 !== 0) {
+    throw new RangeError(`size must be a positive multiple of 512, got ${size}`);
+  }
+  if ((size as number) > MAX_DISK_SIZE && type !== 'raw') {
+    throw vhdError('VHD_TOO_LARGE', `size ${size} exceeds the 2040 GiB VHD limit`, resolve(path), 'vhd.create');
+  }
+}
+
+/** The byte count of a `fs.ReadStream` over a whole file; TypeError for any other source. */
+async function sizeOfFileStream(source: unknown): Promise<number> {
+  const s = source as { path?: unknown; start?: unknown; end?: unknown; bytesRead?: unknown };
+  if (typeof s.path !== 'string' || (s.start !== undefined && s.start !== 0) || (s.end !== undefined && s.end !== Infinity) || s.bytesRead !== 0) {
+    throw new TypeError('size is required unless source is a fs.ReadStream of a whole file');
+  }
+  const fh = await open(s.path, 'r');
+  try {
+    return (await fh.stat()).size;
+  } finally {
+    await fh.close();
   }
 }

@@ -12,7 +12,8 @@ export type VhdErrorCode =
   | 'VHD_PARENT_CYCLE'
   | 'VHD_TOO_LARGE'
   | 'VHD_CHAIN_TOO_DEEP'
-  | 'VHD_READ_ONLY';
+  | 'VHD_READ_ONLY'
+  | 'VHD_UNSUPPORTED';
 
 /** A disk-format fault in the file at `path`. */
 export function vhdError(code: VhdErrorCode, message: string, path: string, op = 'vhd.open'): XenError {

@@ -1,0 +1,194 @@
+import { randomBytes } from 'node:crypto';
+import { link, rename, rm } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { Readable } from 'node:stream';
+import { abortError } from '../errors.js';
+import { fsError } from './errors.js';
+import { DEFAULT_BLOCK_SIZE } from './image.js';
+
+/** How far a long copy has got, as given to an `onProgress` callback. */
+export interface TransferProgress {
+  /** Bytes of the virtual disk dealt with so far (copied, or skipped as holes). */
+  done: number;
+  /** Bytes in all. */
+  total: number;
+}
+
+/** Options shared by {@link VirtualDisk.import} and {@link VirtualDisk.convert}. */
+interface TransferOptions {
+  /** Replace a file already at the destination (default `true`); `false` fails with `EEXIST`. Atomic either way. */
+  overwrite?: boolean;
+  /** Aborts the copy: the promise rejects with an `AbortError` and the destination is left as it was. */
+  signal?: AbortSignal;
+  /** Called after each block-sized step with the bytes done so far. */
+  onProgress?: (progress: TransferProgress) => void;
+}
+
+/** Options of {@link VirtualDisk.import}. */
+export interface ImportDiskOptions extends TransferOptions {
+  /** The kind of image to make. */
+  type: 'dynamic' | 'fixed' | 'raw';
+  /** Bytes the stream holds (a multiple of 512); optional for a `fs.ReadStream` of a whole file. */
+  size?: number;
+}
+
+/** Options of {@link VirtualDisk.convert}. */
+export interface ConvertDiskOptions extends TransferOptions {
+  /** The kind of image to make. */
+  type: 'dynamic' | 'fixed' | 'raw';
+  /** Format of the source: `vhd` (default) or `raw`. */
+  format?: 'vhd' | 'raw';
+}
+
+/** Options of {@link VirtualDisk.createReadStream}. */
+export interface DiskReadStreamOptions {
+  /** First byte to read (default 0). */
+  start?: number;
+  /** Last byte to read, inclusive as in `fs.createReadStream` (default: the disk's last byte). */
+  end?: number;
+  /** Bytes per chunk, and the stream's buffer limit (default 2 MiB). */
+  highWaterMark?: number;
+}
+
+/** The parts of a disk a copy reads from. */
+interface CopySource {
+  readonly size: number;
+  read(offset: number, length: number): Promise<Buffer>;
+}
+
+/** The part of a disk a copy writes to. */
+interface CopyTarget {
+  readonly size: number;
+  write(offset: number, data: Uint8Array): Promise<void>;
+}
+
+/** Checks the options every copy takes (TypeError). */
+export function checkTransferOptions(overwrite: unknown, signal: unknown, onProgress: unknown): void {
+  if (overwrite !== undefined && typeof overwrite !== 'boolean') throw new TypeError('overwrite must be a boolean');
+  if (signal !== undefined && !(signal instanceof AbortSignal)) throw new TypeError('signal must be an AbortSignal');
+  if (onProgress !== undefined && typeof onProgress !== 'function') throw new TypeError('onProgress must be a function');
+}
+
+/**
+ * Runs `fill(tmp)` on a temporary path beside `path`, then puts the result in place: renamed
+ * over `path` with `replace`, linked in only where nothing is (EEXIST) without. On any
+ * failure (an abort included) the temporary file is removed and `path` is untouched.
+ */
+export async function replaceAtomically(path: string, replace: boolean, op: string, fill: (tmp: string) => Promise<void>): Promise<void> {
+  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  try {
+    await fill(tmp);
+    if (replace) await rename(tmp, path);
+    else await link(tmp, path);
+  } catch (err) {
+    throw fsError(err, op, path);
+  } finally {
+    await rm(tmp, { force: true });
+  }
+}
+
+/** Whether every byte of `b` is zero (a memcmp against zeros, not a loop in JS). */
+function isZero(b: Buffer, zeros: Buffer): boolean {
+  return b.length <= zeros.length && b.equals(zeros.subarray(0, b.length));
+}
+
+/**
+ * Copies `source` into the empty `target` block by block. Blocks that `holdsData` says no
+ * image stores are skipped unread; blocks read as all zeros are skipped too (the target
+ * already reads zeros there).
+ */
+export async function copyDisk(
+  source: CopySource,
+  holdsData: (offset: number, length: number) => boolean,
+  target: CopyTarget,
+  { signal, onProgress }: TransferOptions,
+): Promise<void> {
+  const step = DEFAULT_BLOCK_SIZE;
+  const zeros = Buffer.alloc(step);
+  const total = source.size;
+  for (let offset = 0; offset < total; offset += step) {
+    if (signal?.aborted) throw abortError(signal);
+    const length = Math.min(step, total - offset);
+    if (holdsData(offset, length)) {
+      const data = await source.read(offset, length);
+      if (!isZero(data, zeros)) await target.write(offset, data);
+    }
+    onProgress?.({ done: offset + length, total });
+  }
+}
+
+/**
+ * Writes the raw bytes of `source` into the empty `target`, which is exactly `size` bytes:
+ * gathered into whole blocks so that each block is written (or, all zeros, skipped) at once.
+ * RangeError when the stream holds more or fewer than `size` bytes.
+ */
+export async function importInto(
+  target: CopyTarget,
+  source: AsyncIterable<Uint8Array>,
+  size: number,
+  { signal, onProgress }: TransferOptions,
+): Promise<void> {
+  const step = DEFAULT_BLOCK_SIZE;
+  const zeros = Buffer.alloc(step);
+  const stage = Buffer.allocUnsafe(step);
+  let filled = 0;
+  let offset = 0;
+  const flushStage = async (): Promise<void> => {
+    const data = stage.subarray(0, filled);
+    if (!isZero(data, zeros)) await target.write(offset, data);
+    offset += filled;
+    filled = 0;
+    onProgress?.({ done: offset, total: size });
+  };
+  const onAbort = (): void => {
+    // Ends a `for await` that waits on a stream which may never produce again.
+    if (source instanceof Readable) source.destroy(abortError(signal as AbortSignal));
+  };
+  signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    for await (const chunk of source) {
+      if (signal?.aborted) throw abortError(signal);
+      if (!(chunk instanceof Uint8Array)) throw new TypeError('the source must produce Buffers or Uint8Arrays (not strings: no encoding)');
+      const bytes = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length);
+      if (offset + filled + bytes.length > size) throw new RangeError(`the source holds more than the ${size} bytes expected`);
+      for (let used = 0; used < bytes.length; ) {
+        const n = Math.min(step - filled, bytes.length - used);
+        bytes.copy(stage, filled, used, used + n);
+        filled += n;
+        used += n;
+        if (filled === step) await flushStage();
+      }
+    }
+    if (filled > 0) await flushStage();
+    if (signal?.aborted) throw abortError(signal);
+    if (offset !== size) throw new RangeError(`the source ended after ${offset} bytes, ${size} expected`);
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
+  }
+}
+
+/** A Readable of bytes [start, end] of a disk of `size` bytes, read on demand through `read`. */
+export function diskReadStream(size: number, options: DiskReadStreamOptions, read: (offset: number, length: number) => Promise<Buffer>): Readable {
+  const { start = 0, end = size - 1, highWaterMark = DEFAULT_BLOCK_SIZE } = options ?? {};
+  if (!Number.isSafeInteger(start) || start < 0) throw new RangeError(`start must be a non-negative integer, got ${start}`);
+  if (!Number.isSafeInteger(end) || end >= size) throw new RangeError(`end must be an integer below the disk size ${size}, got ${end}`);
+  if (end < start - 1) throw new RangeError(`end ${end} is before start ${start}`);
+  if (!Number.isSafeInteger(highWaterMark) || highWaterMark <= 0) throw new RangeError(`highWaterMark must be a positive integer, got ${highWaterMark}`);
+  let pos = start;
+  return new Readable({
+    highWaterMark,
+    read(this: Readable) {
+      if (pos > end) {
+        this.push(null);
+        return;
+      }
+      const length = Math.min(highWaterMark, end + 1 - pos);
+      const at = pos;
+      pos += length;
+      read(at, length).then(
+        (chunk) => this.push(chunk),
+        (err: unknown) => this.destroy(err as Error),
+      );
+    },
+  });
+}
