@@ -23,6 +23,6 @@ export function vhdError(code: VhdErrorCode, message: string, path: string, op =
 /** A file-system failure (`ENOENT`, `EEXIST`, …) as a XenError naming the step and file. */
 export function fsError(err: unknown, op: string, path: string): unknown {
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
-  if (typeof code !== 'string' || err instanceof XenError) return err;
+  if (typeof code !== 'string' || err instanceof XenError || (err as Error).name === 'AbortError') return err;
   return new XenError(code, `${code}: ${(err as Error).message}`, { op, path, cause: err });
 }
