@@ -1,5 +1,5 @@
 import type { FileHandle } from 'node:fs/promises';
-import { BAT_UNUSED, encodeBat } from './bat.js';
+import { BAT_UNUSED, encodeBat, ownBat } from './bat.js';
 import { BATMAP_HEADER_SIZE, encodeBatmapHeader } from './batmap.js';
 import { allSet, setBit, testBit } from './bitmap.js';
 import { writeAll } from './create.js';
@@ -144,6 +144,8 @@ export class SparseBlocks {
    */
   private async place(pieces: Piece[]): Promise<Array<{ block: number; bm: Buffer }>> {
     const out: Array<{ block: number; bm: Buffer }> = [];
+    // A new image starts with the shared table of unused entries: copy it before changing it.
+    this.layout.bat = ownBat(this.layout.bat);
     let endOfData = this.footerOffset;
     for (const { block, first, data } of pieces) {
       const sector = this.nextBlockSector(endOfData);

@@ -1,8 +1,8 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { type FileHandle, link, open, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { BAT_UNUSED, batBytes, emptyBat } from './bat.js';
-import { BATMAP_HEADER_SIZE, BATMAP_VERSION, type BatmapHeader, batmapChecksum, batmapSectors, encodeBatmapHeader } from './batmap.js';
+import { batBytes, sharedBatBytes, sharedUnusedBat } from './bat.js';
+import { BATMAP_HEADER_SIZE, BATMAP_VERSION, type BatmapHeader, batmapSectors, encodeBatmapHeader } from './batmap.js';
 import { bitmapBytes } from './bitmap.js';
 import { fsError } from './errors.js';
 import { NIL_UUID, padToSector, toVhdTimestamp } from './fields.js';
@@ -144,10 +144,12 @@ async function writeSparse(fh: FileHandle, path: string, spec: NewImageSpec): Pr
     parentLocators: locators,
   };
   const map = Buffer.alloc(mapSectors * 512);
-  const batmapHeader: BatmapHeader = { batmapOffset: BigInt(mapOffset), batmapSize: mapSectors, batmapVersion: BATMAP_VERSION, checksum: batmapChecksum(map) };
+  // The checksum of an all-zero map, without summing up to 128 KiB of zeros.
+  const batmapHeader: BatmapHeader = { batmapOffset: BigInt(mapOffset), batmapSize: mapSectors, batmapVersion: BATMAP_VERSION, checksum: ~0 >>> 0 };
   await writeAll(fh, footer, 0);
   await writeAll(fh, encodeHeader(headerFields), HEADER_OFFSET);
-  await writeAll(fh, emptyBat(entries), TABLE_OFFSET);
+  const bat = sharedUnusedBat(entries);
+  await writeAll(fh, sharedBatBytes(bat), TABLE_OFFSET);
   await writeAll(fh, encodeBatmapHeader(batmapHeader), batmapHeaderOffset);
   await writeAll(fh, map, mapOffset);
   for (const [data, at] of locatorData) await writeAll(fh, data, at);
@@ -161,7 +163,7 @@ async function writeSparse(fh: FileHandle, path: string, spec: NewImageSpec): Pr
     sparse: {
       header: headerFields,
       tableOffset: TABLE_OFFSET,
-      bat: new Uint32Array(entries).fill(BAT_UNUSED),
+      bat,
       blockSize: spec.blockSize,
       sectorsPerBlock,
       bitmapBytes: bitmapBytes(sectorsPerBlock),

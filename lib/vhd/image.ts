@@ -23,7 +23,10 @@ export interface BatmapState {
 export interface SparseLayout {
   header: VhdHeader;
   tableOffset: number;
-  /** Entries addressing the disk (the BAT may have more). */
+  /**
+   * Entries addressing the disk (the BAT may have more). For a new image, the table of
+   * unused entries every new image shares: replace it with `ownBat(bat)` before changing it.
+   */
   bat: Uint32Array;
   blockSize: number;
   sectorsPerBlock: number;
