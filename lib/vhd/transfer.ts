@@ -133,11 +133,9 @@ export async function importInto(
   const stage = Buffer.allocUnsafe(step);
   let filled = 0;
   let offset = 0;
-  const flushStage = async (): Promise<void> => {
-    const data = stage.subarray(0, filled);
+  const put = async (data: Buffer): Promise<void> => {
     if (!isZero(data, zeros)) await target.write(offset, data);
-    offset += filled;
-    filled = 0;
+    offset += data.length;
     onProgress?.({ done: offset, total: size });
   };
   const onAbort = (): void => {
@@ -152,14 +150,23 @@ export async function importInto(
       const bytes = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length);
       if (offset + filled + bytes.length > size) throw new RangeError(`the source holds more than the ${size} bytes expected`);
       for (let used = 0; used < bytes.length; ) {
+        if (filled === 0 && bytes.length - used >= step) {
+          // A whole block in the chunk (as from a stream of block-sized reads): no copy.
+          await put(bytes.subarray(used, used + step));
+          used += step;
+          continue;
+        }
         const n = Math.min(step - filled, bytes.length - used);
         bytes.copy(stage, filled, used, used + n);
         filled += n;
         used += n;
-        if (filled === step) await flushStage();
+        if (filled === step) {
+          await put(stage);
+          filled = 0;
+        }
       }
     }
-    if (filled > 0) await flushStage();
+    if (filled > 0) await put(stage.subarray(0, filled));
     if (signal?.aborted) throw abortError(signal);
     if (offset !== size) throw new RangeError(`the source ended after ${offset} bytes, ${size} expected`);
   } finally {
