@@ -4,13 +4,13 @@
  * stream, raw images, convert, and snapshots built from memory.
  */
 import { createReadStream } from 'node:fs';
-import { mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { type FileHandle, mkdtemp, open, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import fc from 'fast-check';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { VirtualDisk, XenError } from '../../lib/index.js';
 import { bitmapRuns, setRange } from '../../lib/vhd/blocks.js';
 import { setBit, testBit } from '../../lib/vhd/bitmap.js';
@@ -134,6 +134,40 @@ describe('batched writes', () => {
       }),
       { numRuns: 12 },
     );
+  });
+
+  it('writes a batch in the crash-safe order, with BAT, batmap and footer written once', async () => {
+    const path = fresh();
+    const disk = await VirtualDisk.create(path, { size: 16 * MiB, type: 'dynamic' });
+    await disk.write(0, bytes(512, 1)); // block 0 exists, with one sector
+    const probe = await open(path, 'r');
+    const proto = Object.getPrototypeOf(probe) as FileHandle;
+    await probe.close();
+    // Every image write goes through FileHandle.write: record where each one lands.
+    const spy = vi.spyOn(proto, 'write');
+    let calls: unknown[][];
+    try {
+      await disk.write(512, bytes(6 * MiB, 2)); // the rest of block 0, blocks 1-2, part of block 3
+    } finally {
+      calls = [...spy.mock.calls];
+      spy.mockRestore();
+    }
+    const end = (await stat(path)).size - 512;
+    const kinds = calls.map((args) => {
+      const at = args[3] as number;
+      if (at === end) return 'footer';
+      if (at >= 4096 && at < 4608) return 'bat';
+      if (at === 4608) return 'batmap';
+      return 'data';
+    });
+    await disk.close();
+    expect(kinds.filter((k) => k === 'bat')).toHaveLength(1);
+    expect(kinds.filter((k) => k === 'batmap')).toHaveLength(1);
+    expect(kinds.filter((k) => k === 'footer')).toHaveLength(1);
+    expect(kinds.slice(-3)).toEqual(['bat', 'batmap', 'footer']);
+    const reopened = await VirtualDisk.open(path, { readOnly: true });
+    expect((await reopened.read(512, 6 * MiB)).equals(bytes(6 * MiB, 2))).toBe(true);
+    await reopened.close();
   });
 
   it('allocates a multi-block write 4 KiB-aligned, in order, and keeps the batmap checksum valid', async () => {
