@@ -1,10 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { link, rename, rm } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { link, open, rename, rm } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { abortError } from '../errors.js';
-import { fsError } from './errors.js';
-import { DEFAULT_BLOCK_SIZE } from './image.js';
+import { fsError, vhdError } from './errors.js';
+import { DEFAULT_BLOCK_SIZE, MAX_DISK_SIZE } from './image.js';
 
 /** How far a long copy has got, as given to an `onProgress` callback. */
 export interface TransferProgress {
@@ -215,4 +215,30 @@ export function diskReadStream(size: number, options: DiskReadStreamOptions, rea
       );
     },
   });
+}
+
+/** Checks the path, type and size of a disk to be made; TypeError, RangeError or VHD_TOO_LARGE. */
+export function checkNewDisk(path: string, type: unknown, size: number | undefined): asserts type is 'dynamic' | 'fixed' | 'raw' {
+  if (typeof path !== 'string' || path === '') throw new TypeError('path must be a non-empty string');
+  if (type !== 'dynamic' && type !== 'fixed' && type !== 'raw') throw new TypeError(`type must be 'dynamic', 'fixed' or 'raw', got ${String(type)}`);
+  if (!Number.isSafeInteger(size) || (size as number) <= 0 || (size as number) % 512 !== 0) {
+    throw new RangeError(`size must be a positive multiple of 512, got ${size}`);
+  }
+  if ((size as number) > MAX_DISK_SIZE && type !== 'raw') {
+    throw vhdError('VHD_TOO_LARGE', `size ${size} exceeds the 2040 GiB VHD limit`, resolve(path), 'vhd.create');
+  }
+}
+
+/** The byte count of a `fs.ReadStream` over a whole file; TypeError for any other source. */
+export async function sizeOfFileStream(source: unknown): Promise<number> {
+  const s = source as { path?: unknown; start?: unknown; end?: unknown; bytesRead?: unknown };
+  if (typeof s.path !== 'string' || (s.start !== undefined && s.start !== 0) || (s.end !== undefined && s.end !== Infinity) || s.bytesRead !== 0) {
+    throw new TypeError('size is required unless source is a fs.ReadStream of a whole file');
+  }
+  const fh = await open(s.path, 'r');
+  try {
+    return (await fh.stat()).size;
+  } finally {
+    await fh.close();
+  }
 }
