@@ -528,16 +528,20 @@ export class VirtualDisk {
   }
 
   private async readRange(offset: number, length: number): Promise<Buffer> {
-    // Every byte is read, copied from a parent or zero-filled below.
-    const out = Buffer.allocUnsafe(length);
-    await this.readInto(offset, out, 0, length);
+    // Zeroed by calloc, which for large buffers maps zero pages lazily: far cheaper than
+    // filling unallocated regions of an uninitialised buffer.
+    const out = Buffer.alloc(length);
+    await this.readInto(offset, out, 0, length, true);
     return out;
   }
 
-  /** Fills `out[at, at + length)` with the disk's bytes from `offset`: zeros past its end. */
-  private async readInto(offset: number, out: Buffer, at: number, length: number): Promise<void> {
+  /**
+   * Fills `out[at, at + length)` with the disk's bytes from `offset`: zeros past its end.
+   * With `zeroed`, that part of `out` already holds zeros, which are then not written again.
+   */
+  private async readInto(offset: number, out: Buffer, at: number, length: number, zeroed: boolean): Promise<void> {
     const inside = Math.max(0, Math.min(length, this.size - offset));
-    if (inside < length) out.fill(0, at + inside, at + length);
+    if (inside < length && !zeroed) out.fill(0, at + inside, at + length);
     if (inside === 0) return;
     if (!this.blocks) {
       await readInto(this.fh, offset, out, at, inside, this.path, 'disk data');
@@ -552,7 +556,7 @@ export class VirtualDisk {
       const to = Math.min(end - blockStart, bs);
       pos = blockStart + to;
       if (!this.blocks.isAllocated(block)) {
-        await this.readAbsent(blockStart + from, out, at + blockStart + from - offset, to - from);
+        await this.readAbsent(blockStart + from, out, at + blockStart + from - offset, to - from, zeroed);
         continue;
       }
       const first = Math.floor(from / 512);
@@ -561,15 +565,15 @@ export class VirtualDisk {
         const re = Math.min((run.first + run.count) * 512, to);
         const dest = at + blockStart + rs - offset;
         if (run.present) await this.blocks.readData(block, rs, out, dest, re - rs);
-        else await this.readAbsent(blockStart + rs, out, dest, re - rs);
+        else await this.readAbsent(blockStart + rs, out, dest, re - rs, zeroed);
       }
     }
   }
 
   /** Bytes this disk does not store: the parent's, or zeros. */
-  private async readAbsent(offset: number, out: Buffer, at: number, length: number): Promise<void> {
-    if (this.parent) await this.parent.readInto(offset, out, at, length);
-    else out.fill(0, at, at + length);
+  private async readAbsent(offset: number, out: Buffer, at: number, length: number, zeroed: boolean): Promise<void> {
+    if (this.parent) await this.parent.readInto(offset, out, at, length, zeroed);
+    else if (!zeroed) out.fill(0, at, at + length);
   }
 
   private async writeRange(offset: number, data: Buffer): Promise<void> {
@@ -583,8 +587,8 @@ export class VirtualDisk {
     let aligned = data;
     if (offset % 512 !== 0 || end % 512 !== 0) {
       aligned = Buffer.allocUnsafe((s1 - s0) * 512);
-      await this.readInto(s0 * 512, aligned, 0, 512);
-      if (s1 - 1 > s0) await this.readInto((s1 - 1) * 512, aligned, aligned.length - 512, 512);
+      await this.readInto(s0 * 512, aligned, 0, 512, false);
+      if (s1 - 1 > s0) await this.readInto((s1 - 1) * 512, aligned, aligned.length - 512, 512, false);
       data.copy(aligned, offset - s0 * 512);
     }
     await this.blocks.write(s0, aligned);
