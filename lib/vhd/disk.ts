@@ -1,7 +1,7 @@
 import { type FileHandle, access, open, realpath } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Readable } from 'node:stream';
-import { XenError, closedError } from '../errors.js';
+import { XenError, abortError, closedError } from '../errors.js';
 import { SparseBlocks } from './blocks.js';
 import { MAX_CHAIN_DEPTH, findParentPath } from './chain.js';
 import { newFooter, writeAll, writeNewImage } from './create.js';
@@ -179,6 +179,7 @@ export class VirtualDisk {
    * ```
    */
   static async import(path: string, source: AsyncIterable<Uint8Array> | Readable, options: ImportDiskOptions): Promise<void> {
+    if (typeof path !== 'string' || path === '') throw new TypeError('path must be a non-empty string');
     if (source === null || typeof source !== 'object' || typeof (source as AsyncIterable<Uint8Array>)[Symbol.asyncIterator] !== 'function') {
       throw new TypeError('source must be a Readable or an async iterable of Uint8Array');
     }
@@ -186,7 +187,7 @@ export class VirtualDisk {
     const size = options?.size ?? (await sizeOfFileStream(source));
     checkNewDisk(path, type, size);
     checkTransferOptions(overwrite, signal, onProgress);
-    signal?.throwIfAborted();
+    if (signal?.aborted) throw abortError(signal);
     await replaceAtomically(resolve(path), overwrite ?? true, 'vhd.import', async (tmp) => {
       await writeNewImage(tmp, { size, type, blockSize: DEFAULT_BLOCK_SIZE });
       const disk = await VirtualDisk.open(tmp, { format: type === 'raw' ? 'raw' : 'vhd' });
@@ -233,7 +234,7 @@ export class VirtualDisk {
     const { type, format, overwrite, signal, onProgress } = options ?? {};
     if (type !== 'dynamic' && type !== 'fixed' && type !== 'raw') throw new TypeError(`type must be 'raw', 'fixed' or 'dynamic', got ${String(type)}`);
     checkTransferOptions(overwrite, signal, onProgress);
-    signal?.throwIfAborted();
+    if (signal?.aborted) throw abortError(signal);
     const source = await VirtualDisk.open(src, { readOnly: true, format });
     try {
       if (resolve(dst) === source.path) throw new TypeError('src and dst must be different files');

@@ -134,7 +134,7 @@ describe('batched writes', () => {
       }),
       { numRuns: 12 },
     );
-  });
+  }, 60_000);
 
   it('writes a batch in the crash-safe order, with BAT, batmap and footer written once', async () => {
     const path = fresh();
@@ -318,6 +318,32 @@ describe('raw images', () => {
     expect(file.length).toBe(3 * MiB);
     expect(file.toString('latin1', 1000, 1009)).toBe('raw bytes');
   });
+
+  it('equals the model under random writes, and streams any range as read() returns it', async () => {
+    const size = 5 * MiB + 1536;
+    const write = fc.integer({ min: 0, max: size - 1 }).chain((offset) =>
+      fc.record({ offset: fc.constant(offset), length: fc.integer({ min: 1, max: Math.min(3 * MiB, size - offset) }), seed: fc.integer() }),
+    );
+    const range = fc.tuple(fc.integer({ min: 0, max: size - 1 }), fc.integer({ min: 0, max: size - 1 })).map(([a, b]) => [Math.min(a, b), Math.max(a, b)] as const);
+    await fc.assert(
+      fc.asyncProperty(fc.array(write, { minLength: 1, maxLength: 8 }), range, fc.integer({ min: 4096, max: 3 * MiB }), async (writes, [start, end], hwm) => {
+        const path = fresh('raw');
+        const disk = await VirtualDisk.create(path, { size, type: 'raw' });
+        const model = Buffer.alloc(size);
+        for (const w of writes) {
+          const data = bytes(w.length, w.seed);
+          await disk.write(w.offset, data);
+          data.copy(model, w.offset);
+        }
+        expect((await disk.read(0, size)).equals(model)).toBe(true);
+        expect((await collect(disk.createReadStream({ start, end, highWaterMark: hwm }))).equals(model.subarray(start, end + 1))).toBe(true);
+        await disk.close();
+        expect((await readFile(path)).equals(model)).toBe(true);
+        await rm(path);
+      }),
+      { numRuns: 10 },
+    );
+  }, 60_000);
 
   it('opens any file as raw only when asked, at its exact size', async () => {
     const path = fresh('img');
