@@ -142,8 +142,8 @@ export class SparseBlocks {
    * bitmap there. Nothing points at that space until the BAT is written, so the order of
    * these writes does not matter to a crash; the BAT entries are set in memory only.
    */
-  private async place(pieces: Piece[]): Promise<Array<{ block: number; bm: Buffer }>> {
-    const out: Array<{ block: number; bm: Buffer }> = [];
+  private async place(pieces: Piece[]): Promise<Array<{ block: number; bm: Buffer; sector: number }>> {
+    const out: Array<{ block: number; bm: Buffer; sector: number }> = [];
     // A new image starts with the shared table of unused entries: copy it before changing it.
     this.layout.bat = ownBat(this.layout.bat);
     let endOfData = this.footerOffset;
@@ -165,10 +165,13 @@ export class SparseBlocks {
         await writeAll(this.fh, bm, start);
         await writeAll(this.fh, data, start + this.layout.bitmapBytes + first * 512);
       }
+      out.push({ block, bm, sector });
+      endOfData = start + this.layout.bitmapBytes + this.layout.blockSize;
+    }
+    // Only once every block is written: a failed write leaves the in-memory state as it was.
+    for (const { block, bm, sector } of out) {
       this.layout.bat[block] = sector;
       this.remember(block, bm);
-      out.push({ block, bm });
-      endOfData = start + this.layout.bitmapBytes + this.layout.blockSize;
     }
     this.footerOffset = endOfData;
     return out;
