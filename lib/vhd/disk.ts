@@ -155,7 +155,7 @@ export class VirtualDisk {
   /**
    * Makes a new disk at `path` from a stream of raw disk bytes (a `Readable`, or any async
    * iterable of `Uint8Array`s), written beside `path` and renamed over it only once complete
-   * and durable. All-zero blocks stay unallocated (holes in a fixed or raw image). The
+   * and (unless `sync: false`) durable. All-zero blocks stay unallocated (holes in a fixed or raw image). The
    * stream must hold exactly `size` bytes (RangeError otherwise); `size` may be left out
    * when `source` is a `fs.ReadStream` of a whole file.
    *
@@ -183,17 +183,17 @@ export class VirtualDisk {
     if (source === null || typeof source !== 'object' || typeof (source as AsyncIterable<Uint8Array>)[Symbol.asyncIterator] !== 'function') {
       throw new TypeError('source must be a Readable or an async iterable of Uint8Array');
     }
-    const { type, overwrite, signal, onProgress } = options ?? {};
+    const { type, overwrite, signal, onProgress, sync } = options ?? {};
     const size = options?.size ?? (await sizeOfFileStream(source));
     checkNewDisk(path, type, size);
-    checkTransferOptions(overwrite, signal, onProgress);
+    checkTransferOptions(overwrite, signal, onProgress, sync);
     if (signal?.aborted) throw abortError(signal);
     await replaceAtomically(resolve(path), overwrite ?? true, 'vhd.import', async (tmp) => {
       await writeNewImage(tmp, { size, type, blockSize: DEFAULT_BLOCK_SIZE });
       const disk = await VirtualDisk.open(tmp, { format: type === 'raw' ? 'raw' : 'vhd' });
       try {
         await importInto(disk, source, size, options);
-        await disk.flush();
+        if (sync !== false) await disk.flush();
       } finally {
         await disk.close();
       }
@@ -203,7 +203,7 @@ export class VirtualDisk {
   /**
    * Copies the disk at `src` (a differencing disk with its whole chain, flattened) into a new
    * image of `type` at `dst`, written beside `dst` and renamed over it only once complete and
-   * durable. Only data is copied: unallocated and all-zero blocks stay unallocated (holes in
+   * (unless `sync: false`) durable. Only data is copied: unallocated and all-zero blocks stay unallocated (holes in
    * a fixed or raw image). A raw source needs `format: 'raw'`; a raw source whose size is not
    * a multiple of 512 is padded with zeros.
    *
@@ -231,9 +231,9 @@ export class VirtualDisk {
   static async convert(src: string, dst: string, options: ConvertDiskOptions): Promise<void> {
     if (typeof src !== 'string' || src === '') throw new TypeError('src must be a non-empty string');
     if (typeof dst !== 'string' || dst === '') throw new TypeError('dst must be a non-empty string');
-    const { type, format, overwrite, signal, onProgress } = options ?? {};
+    const { type, format, overwrite, signal, onProgress, sync } = options ?? {};
     if (type !== 'dynamic' && type !== 'fixed' && type !== 'raw') throw new TypeError(`type must be 'raw', 'fixed' or 'dynamic', got ${String(type)}`);
-    checkTransferOptions(overwrite, signal, onProgress);
+    checkTransferOptions(overwrite, signal, onProgress, sync);
     if (signal?.aborted) throw abortError(signal);
     const source = await VirtualDisk.open(src, { readOnly: true, format });
     try {
@@ -246,7 +246,7 @@ export class VirtualDisk {
         const target = await VirtualDisk.open(tmp, { format: type === 'raw' ? 'raw' : 'vhd' });
         try {
           await copyDisk(source, (o, l) => source.holdsData(o, l), target, options);
-          await target.flush();
+          if (sync !== false) await target.flush();
         } finally {
           await target.close();
         }

@@ -22,6 +22,13 @@ interface TransferOptions {
   signal?: AbortSignal;
   /** Called after each block-sized step with the bytes done so far. */
   onProgress?: (progress: TransferProgress) => void;
+  /**
+   * Make the new image durable (`fdatasync`) before it is renamed into place (default
+   * `true`, as `create()` does). `false` skips that sync, as `qemu-img convert` does by
+   * default: as safe against a process crash, but after a power loss the destination may
+   * hold a partial image.
+   */
+  sync?: boolean;
 }
 
 /** Options of {@link VirtualDisk.import}. */
@@ -63,8 +70,9 @@ interface CopyTarget {
 }
 
 /** Checks the options every copy takes (TypeError). */
-export function checkTransferOptions(overwrite: unknown, signal: unknown, onProgress: unknown): void {
+export function checkTransferOptions(overwrite: unknown, signal: unknown, onProgress: unknown, sync?: unknown): void {
   if (overwrite !== undefined && typeof overwrite !== 'boolean') throw new TypeError('overwrite must be a boolean');
+  if (sync !== undefined && typeof sync !== 'boolean') throw new TypeError('sync must be a boolean');
   if (signal !== undefined && !(signal instanceof AbortSignal)) throw new TypeError('signal must be an AbortSignal');
   if (onProgress !== undefined && typeof onProgress !== 'function') throw new TypeError('onProgress must be a function');
 }

@@ -289,6 +289,7 @@ describe('VirtualDisk.import', () => {
     await expect(VirtualDisk.import(fresh(), {} as Readable, { type: 'raw', size: 512 })).rejects.toThrow(TypeError);
     await expect(VirtualDisk.import(fresh(), src(), { type: 'dynamic', size: 2041 * 1024 ** 3 })).rejects.toMatchObject({ code: 'VHD_TOO_LARGE' });
     await expect(VirtualDisk.import(fresh(), src(), { type: 'raw', size: 512, signal: 'x' as unknown as AbortSignal })).rejects.toThrow(TypeError);
+    await expect(VirtualDisk.import(fresh(), src(), { type: 'raw', size: 512, sync: 'no' as unknown as boolean })).rejects.toThrow(TypeError);
   });
 
   it('stops on abort with an AbortError, even while the stream is idle, and leaves no file', async () => {
@@ -426,6 +427,11 @@ describe('VirtualDisk.convert', () => {
     await expect(VirtualDisk.convert(src.path, target, { type: 'fixed', signal: ac.signal, onProgress: () => ac.abort() })).rejects.toMatchObject({ name: 'AbortError' });
     await expect(stat(target)).rejects.toMatchObject({ code: 'ENOENT' });
     await expect(VirtualDisk.convert(src.path, dst, { type: 'dynamic', overwrite: false })).rejects.toMatchObject({ code: 'EEXIST' });
+    const unsynced = fresh();
+    await VirtualDisk.convert(src.path, unsynced, { type: 'dynamic', sync: false });
+    const a = await VirtualDisk.open(unsynced, { readOnly: true });
+    expect((await a.read(0, 20 * MiB)).equals(bytes(20 * MiB, 4))).toBe(true);
+    await a.close();
     await expect(VirtualDisk.convert(src.path, src.path, { type: 'dynamic' })).rejects.toThrow(TypeError);
     await expect(VirtualDisk.convert(src.path, fresh(), { type: 'vpc' as 'raw' })).rejects.toThrow(TypeError);
     await expect(VirtualDisk.convert(fresh(), fresh(), { type: 'raw' })).rejects.toMatchObject({ code: 'ENOENT' });
