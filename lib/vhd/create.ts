@@ -1,9 +1,10 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import { type FileHandle, link, open, rename, rm } from 'node:fs/promises';
+import { type FileHandle, link, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { batBytes, emptyBat } from './bat.js';
 import { BATMAP_HEADER_SIZE, BATMAP_VERSION, batmapChecksum, batmapSectors, encodeBatmapHeader } from './batmap.js';
 import { fsError } from './errors.js';
+import { type VhdFiles, nodeFiles } from './files.js';
 import { NIL_UUID, padToSector, toVhdTimestamp } from './fields.js';
 import { DiskType, FOOTER_SIZE, NO_DATA_OFFSET, type VhdFooter, encodeFooter } from './footer.js';
 import { chsGeometry } from './geometry.js';
@@ -71,11 +72,11 @@ export async function writeAll(fh: FileHandle, buf: Buffer, offset: number): Pro
  * (as qemu-img and vhd-util create do, but atomically: a failure leaves the old file
  * intact); without, linked in only if `path` does not exist (EEXIST otherwise).
  */
-export async function writeNewImage(path: string, spec: NewImageSpec, replace = false): Promise<void> {
+export async function writeNewImage(path: string, spec: NewImageSpec, replace = false, files: VhdFiles = nodeFiles): Promise<void> {
   const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
   let fh: FileHandle;
   try {
-    fh = await open(tmp, 'wx');
+    fh = await files.open(tmp, 'wx');
   } catch (err) {
     throw fsError(err, 'vhd.create', path);
   }

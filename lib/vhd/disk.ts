@@ -1,6 +1,6 @@
-import { type FileHandle, access, open, realpath, stat } from 'node:fs/promises';
+import { type FileHandle, access, realpath, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { XenError, closedError } from '../errors.js';
+import { XenError, abortError, closedError } from '../errors.js';
 import { SparseBlocks } from './blocks.js';
 import { MAX_CHAIN_DEPTH, findParentPath } from './chain.js';
 import { writeAll, writeNewImage } from './create.js';
@@ -8,6 +8,11 @@ import { fsError, vhdError } from './errors.js';
 import { toVhdTimestamp } from './fields.js';
 import { DiskType, type VhdFooter, encodeFooter } from './footer.js';
 import { DEFAULT_BLOCK_SIZE, MAX_DISK_SIZE, type VhdImage, readExact, readImage } from './image.js';
+import { type VhdFiles, type WithInternal, internalOptions, nodeFiles } from './files.js';
+import { type VhdProblem, checkImage } from './check.js';
+import { type CoalesceOptions, type CoalesceResult, coalesceInto } from './coalesce.js';
+import { type RepairReport, repairImage } from './repair.js';
+import { resizeImage } from './resize.js';
 
 /** The kinds of VHD image. */
 export type VirtualDiskType = 'fixed' | 'dynamic' | 'differencing';
@@ -93,15 +98,16 @@ export class VirtualDisk {
   private closed = false;
   private tail: Promise<unknown> = Promise.resolve();
   private footer: VhdFooter;
+  private files: VhdFiles = nodeFiles;
 
   private constructor(
     /** Absolute path of the image file. */
     readonly path: string,
     private readonly fh: FileHandle,
-    private readonly image: VhdImage,
+    private image: VhdImage,
     private readOnly: boolean,
     private readonly parent: VirtualDisk | undefined,
-    private readonly blocks: SparseBlocks | undefined,
+    private blocks: SparseBlocks | undefined,
   ) {
     this.footer = image.footer;
   }
@@ -130,7 +136,8 @@ export class VirtualDisk {
    */
   static async open(path: string, options: OpenDiskOptions = {}): Promise<VirtualDisk> {
     if (typeof path !== 'string' || path === '') throw new TypeError('path must be a non-empty string');
-    return VirtualDisk.openChain(resolve(path), options.readOnly === true, [], false);
+    const internal = (options as WithInternal<OpenDiskOptions>)[internalOptions] ?? {};
+    return VirtualDisk.openChain(resolve(path), options.readOnly === true, [], internal.allowHidden === true, internal.files ?? nodeFiles);
   }
 
   /**
@@ -141,10 +148,10 @@ export class VirtualDisk {
   static async clone(basePath: string, childPath: string): Promise<VirtualDisk> {
     if (typeof basePath !== 'string' || basePath === '') throw new TypeError('basePath must be a non-empty string');
     // An already hidden base is only read, so it may be a read-only file.
-    let base = await VirtualDisk.openChain(resolve(basePath), true, [], true);
+    let base = await VirtualDisk.openChain(resolve(basePath), true, [], true, nodeFiles);
     if (!base.footer.hidden) {
       await base.close();
-      base = await VirtualDisk.openChain(resolve(basePath), false, [], true);
+      base = await VirtualDisk.openChain(resolve(basePath), false, [], true, nodeFiles);
     }
     try {
       await base.exclusive(() => base.makeChild(childPath));
@@ -154,7 +161,61 @@ export class VirtualDisk {
     return VirtualDisk.open(childPath);
   }
 
-  private static async openChain(path: string, readOnly: boolean, seen: string[], allowHidden: boolean): Promise<VirtualDisk> {
+  /**
+   * Examines the image at `path` without opening it as a disk, so that an image too damaged
+   * to open can still be examined: every problem found, as {@link VhdProblem} records (an
+   * empty array for a sound image). Only I/O failures (`ENOENT`…) reject. See
+   * {@link VirtualDisk.check | disk.check()} for what is checked.
+   *
+   * @example
+   * ```ts
+   * import { mkdtemp, rm, truncate, stat } from 'node:fs/promises';
+   * import { tmpdir } from 'node:os';
+   * import { join } from 'node:path';
+   * import { VirtualDisk } from 'xenode';
+   *
+   * const dir = await mkdtemp(join(tmpdir(), 'xenode-check-'));
+   * const path = join(dir, 'disk.vhd');
+   * await (await VirtualDisk.create(path, { size: 16 * 1024 * 1024, type: 'dynamic' })).close();
+   * await truncate(path, (await stat(path)).size - 100); // lose part of the end footer
+   * for (const p of await VirtualDisk.check(path)) console.log(p.code, p.offset); // VHD_BAD_FOOTER …
+   * console.log((await VirtualDisk.repair(path)).actions.map((a) => a.message));
+   * console.log(await VirtualDisk.check(path)); // []
+   * await rm(dir, { recursive: true });
+   * ```
+   */
+  static async check(path: string): Promise<VhdProblem[]> {
+    if (typeof path !== 'string' || path === '') throw new TypeError('path must be a non-empty string');
+    const abs = resolve(path);
+    let fh: FileHandle;
+    try {
+      fh = await nodeFiles.open(abs, 'r');
+    } catch (err) {
+      throw fsError(err, 'vhd.check', abs);
+    }
+    try {
+      return await checkImage(fh, abs, nodeFiles);
+    } catch (err) {
+      throw fsError(err, 'vhd.check', abs);
+    } finally {
+      await fh.close();
+    }
+  }
+
+  /**
+   * Repairs what a crash can leave in the image at `path`, which must not be open: restores a
+   * missing or damaged end footer of a dynamic or differencing disk from the copy at offset
+   * 0 (a crash while a block was being added leaves it so), rewrites a copy at 0 that
+   * differs from a valid end footer, and recomputes a batmap out of step with the sector
+   * bitmaps. Reports what it did and what problems remain; running it again does nothing.
+   * An image with no valid footer anywhere fails with `VHD_BAD_FOOTER`.
+   */
+  static async repair(path: string): Promise<RepairReport> {
+    if (typeof path !== 'string' || path === '') throw new TypeError('path must be a non-empty string');
+    return repairImage(resolve(path), nodeFiles);
+  }
+
+  private static async openChain(path: string, readOnly: boolean, seen: string[], allowHidden: boolean, files: VhdFiles): Promise<VirtualDisk> {
     let real: string;
     try {
       real = await realpath(path);
@@ -165,7 +226,7 @@ export class VirtualDisk {
     if (seen.length >= MAX_CHAIN_DEPTH) throw vhdError('VHD_CHAIN_TOO_DEEP', `the chain is deeper than ${MAX_CHAIN_DEPTH} disks`, path);
     let fh: FileHandle;
     try {
-      fh = await open(path, readOnly ? 'r' : 'r+');
+      fh = await files.open(path, readOnly ? 'r' : 'r+');
     } catch (err) {
       throw fsError(err, 'vhd.open', path);
     }
@@ -176,13 +237,15 @@ export class VirtualDisk {
         throw vhdError('VHD_READ_ONLY', 'the disk is hidden (a snapshot or clone parent): open it with { readOnly: true }', path);
       }
       if (image.sparse && image.footer.diskType === DiskType.differencing) {
-        parent = await VirtualDisk.openChain(await findParentPath(image, path), true, [...seen, real], true);
+        parent = await VirtualDisk.openChain(await findParentPath(image, path), true, [...seen, real], true, files);
         if (parent.footer.uuid !== image.sparse.header.parentUuid) {
           throw vhdError('VHD_PARENT_MISMATCH', `parent ${parent.path} has UUID ${parent.footer.uuid}, the child expects ${image.sparse.header.parentUuid}`, path);
         }
       }
       const blocks = image.sparse ? new SparseBlocks(fh, path, image.sparse, image.footerOffset, image.footer) : undefined;
-      return new VirtualDisk(path, fh, image, readOnly, parent, blocks);
+      const disk = new VirtualDisk(path, fh, image, readOnly, parent, blocks);
+      disk.files = files;
+      return disk;
     } catch (err) {
       await parent?.close();
       await fh.close();
@@ -253,7 +316,110 @@ export class VirtualDisk {
   async snapshot(childPath: string): Promise<VirtualDisk> {
     if (this.closed) throw closedError('vhd.snapshot');
     await this.exclusive(() => this.makeChild(childPath));
-    return VirtualDisk.open(childPath);
+    return VirtualDisk.open(childPath, { [internalOptions]: { files: this.files } } as OpenDiskOptions);
+  }
+
+  /**
+   * Every problem in this disk's file, as {@link VhdProblem} records (empty when sound): bad
+   * checksums (footer, header, batmap), an end footer missing or differing from the copy at
+   * offset 0, a truncated file, BAT entries past the end of the data or overlapping each other
+   * or the metadata, a batmap that disagrees with the sector bitmaps, a parent that is
+   * missing or has another UUID. Parents are not examined: check each file of a chain.
+   */
+  async check(): Promise<VhdProblem[]> {
+    if (this.closed) throw closedError('vhd.check');
+    return this.exclusive(() => checkImage(this.fh, this.path, this.files)).catch((err: unknown) => {
+      throw fsError(err, 'vhd.check', this.path);
+    });
+  }
+
+  /**
+   * Changes the virtual size. Growing adds space that reads as zeros (a dynamic disk's BAT
+   * moves to the end of the file if it has no room); shrinking is refused with
+   * `VHD_SHRINK_LOSES_DATA` when data lies past the new end (always for a fixed disk, and
+   * below the parent's size for a differencing one). A crash at any point leaves the old or
+   * the new disk.
+   *
+   * @example
+   * ```ts
+   * import { mkdtemp, rm } from 'node:fs/promises';
+   * import { tmpdir } from 'node:os';
+   * import { join } from 'node:path';
+   * import { VirtualDisk } from 'xenode';
+   *
+   * const dir = await mkdtemp(join(tmpdir(), 'xenode-resize-'));
+   * const disk = await VirtualDisk.create(join(dir, 'disk.vhd'), { size: 8 * 1024 * 1024, type: 'dynamic' });
+   * await disk.write(0, Buffer.from('boot'));
+   * await disk.resize(1024 ** 3);
+   * console.log(disk.size, (await disk.read(0, 4)).toString()); // 1073741824 boot
+   * await disk.close();
+   * await rm(dir, { recursive: true });
+   * ```
+   */
+  async resize(size: number): Promise<void> {
+    if (!Number.isSafeInteger(size) || size <= 0 || size % 512 !== 0) throw new RangeError(`size must be a positive multiple of 512, got ${size}`);
+    if (this.closed) throw closedError('vhd.resize');
+    if (size > MAX_DISK_SIZE) throw vhdError('VHD_TOO_LARGE', `size ${size} exceeds the 2040 GiB VHD limit`, this.path, 'vhd.resize');
+    if (this.readOnly) throw vhdError('VHD_READ_ONLY', 'the disk is open read-only', this.path, 'vhd.resize');
+    await this.exclusive(async () => {
+      const sparse = this.image.sparse;
+      await resizeImage({ fh: this.fh, path: this.path, footer: this.footer, size: this.size, sparse, parentSize: this.parent?.size }, size);
+      await this.reload();
+    }).catch((err: unknown) => {
+      throw fsError(err, 'vhd.resize', this.path);
+    });
+  }
+
+  /**
+   * Copies this differencing disk's own data — only the sectors set in its bitmaps — into
+   * its parent, which then reads exactly as this disk does: this disk can be deleted. The
+   * parent is written through a handle of its own (it stays hidden) and must have no other
+   * child, which would see the change. Safe to run again after a crash or an abort at any
+   * point: this disk is only read, so it reads the same throughout.
+   *
+   * @example
+   * ```ts
+   * import { mkdtemp, rm } from 'node:fs/promises';
+   * import { tmpdir } from 'node:os';
+   * import { join } from 'node:path';
+   * import { VirtualDisk } from 'xenode';
+   *
+   * const dir = await mkdtemp(join(tmpdir(), 'xenode-coalesce-'));
+   * const base = await VirtualDisk.create(join(dir, 'base.vhd'), { size: 8 * 1024 * 1024, type: 'dynamic' });
+   * const child = await base.snapshot(join(dir, 'child.vhd'));
+   * await child.write(512, Buffer.from('new data'));
+   * const result = await child.coalesce({ onProgress: (p) => console.log(`${p.blocksDone}/${p.blocksTotal}`) });
+   * console.log(result.bytesCopied); // 512
+   * await child.close();
+   * await base.close();
+   * const parent = await VirtualDisk.open(join(dir, 'base.vhd'), { readOnly: true });
+   * console.log((await parent.read(512, 8)).toString()); // new data
+   * await parent.close();
+   * await rm(dir, { recursive: true });
+   * ```
+   */
+  async coalesce(options: CoalesceOptions = {}): Promise<CoalesceResult> {
+    if (options.onProgress !== undefined && typeof options.onProgress !== 'function') throw new TypeError('onProgress must be a function');
+    if (this.closed) throw closedError('vhd.coalesce');
+    const parent = this.parent;
+    if (!parent) throw vhdError('VHD_NOT_DIFFERENCING', 'only a differencing disk has a parent to coalesce into', this.path, 'vhd.coalesce');
+    if (options.signal?.aborted) throw abortError(options.signal);
+    return this.exclusive(async () => {
+      const target = await VirtualDisk.open(parent.path, { [internalOptions]: { files: this.files, allowHidden: true } } as OpenDiskOptions);
+      try {
+        // Metadata as it is now in the file: the engine keeps it current as it writes.
+        return await coalesceInto(this.fh, this.path, await readImage(this.fh, this.path), target, options);
+      } finally {
+        await target.close();
+      }
+    });
+  }
+
+  /** Re-reads the metadata after a change of layout (resize). */
+  private async reload(): Promise<void> {
+    this.image = await readImage(this.fh, this.path);
+    this.footer = this.image.footer;
+    this.blocks = this.image.sparse ? new SparseBlocks(this.fh, this.path, this.image.sparse, this.image.footerOffset, this.image.footer) : undefined;
   }
 
   private chainDepth(): number {
@@ -291,7 +457,7 @@ export class VirtualDisk {
       type: 'differencing',
       blockSize: this.blocks?.blockSize ?? DEFAULT_BLOCK_SIZE,
       parent: { path: this.path, uuid: this.footer.uuid, timestamp: toVhdTimestamp(mtime) },
-    });
+    }, false, this.files);
   }
 
   private async readRange(offset: number, length: number): Promise<Buffer> {
