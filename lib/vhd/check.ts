@@ -134,8 +134,8 @@ export async function analyseImage(fh: FileHandle, path: string): Promise<ImageA
   }
   if (!out.end && out.copy) {
     // What a crash while a block was added leaves: say so, once.
-    const why = (endProblems[0] as VhdProblem).message;
-    problems.push({ code: 'VHD_BAD_FOOTER', message: `${why}; the copy at offset 0 is intact and repair() restores it`, offset: endAt, length: FOOTER_SIZE });
+    const why = endProblems[0] as VhdProblem;
+    problems.push({ ...why, message: `${why.message}; the copy at offset 0 is intact and repair() restores it` });
   } else {
     problems.push(...endProblems);
   }

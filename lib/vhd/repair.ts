@@ -77,8 +77,8 @@ async function repairFooters(fh: Handle, path: string, a: ImageAnalysis, actions
     const at = Math.max(sparse.metadataEnd, sparse.blocksEnd);
     await writeAll(fh, copy.raw, at);
     await fh.truncate(at + FOOTER_SIZE);
-    const cut = a.fileSize - (at + FOOTER_SIZE);
-    const detail = cut > 0 ? `, dropping ${cut} bytes of unrecorded block storage after it` : '';
+    const cut = a.fileSize - at;
+    const detail = cut > 0 ? `, in place of ${cut} bytes after the last block that no BAT entry records` : '';
     actions.push({ code: 'VHD_BAD_FOOTER', message: `restored the end footer at offset ${at} from the copy at offset 0${detail}`, offset: at });
   } else if (sparse && !(copy && copy.raw.equals(end.raw))) {
     await writeAll(fh, end.raw, 0);
