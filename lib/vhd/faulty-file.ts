@@ -23,6 +23,12 @@ export interface FaultyFilesOptions {
    * what is on disk is what a `kill -9` at that instant would leave).
    */
   mode?: 'throw' | 'drop';
+  /**
+   * Tear the write the crash interrupts: its bytes up to the first 4 KiB boundary of the file
+   * reach it, the rest does not, as when a kill lands in the middle of a large write (the
+   * kernel copies it in page by page). Default false: the interrupted write does nothing.
+   */
+  tear?: boolean;
 }
 
 /** FileHandle methods that change what is on disk. */
@@ -47,10 +53,14 @@ export class FaultyFiles implements VhdFiles {
   readonly log: string[] = [];
   private readonly crashAfter: number;
   private readonly mode: 'throw' | 'drop';
+  private readonly tear: boolean;
+  /** Whether the interrupted write was torn (part of it reached the file). */
+  torn = false;
 
   constructor(options: FaultyFilesOptions = {}) {
     this.crashAfter = options.crashAfter ?? Infinity;
     this.mode = options.mode ?? 'throw';
+    this.tear = options.tear ?? false;
   }
 
   /** Whether the simulated crash has happened. */
@@ -79,6 +89,7 @@ export class FaultyFiles implements VhdFiles {
     this.attempted++;
     const what = describe(op, name, args);
     if (this.operations >= this.crashAfter) {
+      if (this.tear && op === 'write' && this.attempted === this.operations + 1) await this.tearWrite(args, run);
       if (this.mode === 'throw') throw new SimulatedCrash(what, this.attempted);
       // Dropped: report what a successful call would have.
       if (op === 'write') return { bytesWritten: writtenLength(args), buffer: args[0] };
@@ -87,6 +98,22 @@ export class FaultyFiles implements VhdFiles {
     this.operations++;
     this.log.push(what);
     return run();
+  }
+
+  private async tearWrite(args: unknown[], run: () => unknown): Promise<void> {
+    const [buf, offset, length, position] = args as [unknown, number | undefined, number | undefined, number | null | undefined];
+    if (!(buf instanceof Uint8Array) || typeof position !== 'number') return;
+    const len = length ?? buf.length - (offset ?? 0);
+    const prefix = Math.ceil((position + 1) / 4096) * 4096 - position;
+    if (prefix >= len) return;
+    const saved = args[2];
+    args[2] = prefix;
+    try {
+      await run();
+      this.torn = true;
+    } finally {
+      args[2] = saved;
+    }
   }
 }
 
