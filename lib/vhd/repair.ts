@@ -1,3 +1,4 @@
+import type { FileHandle } from 'node:fs/promises';
 import { BAT_UNUSED } from './bat.js';
 import { BATMAP_HEADER_SIZE, batmapChecksum, encodeBatmapHeader } from './batmap.js';
 import { setBit } from './bitmap.js';
@@ -35,7 +36,7 @@ export interface RepairReport {
  * Running it again on the result changes nothing.
  */
 export async function repairImage(path: string, files: VhdFiles): Promise<RepairReport> {
-  let fh;
+  let fh: FileHandle;
   try {
     fh = await files.open(path, 'r+');
   } catch (err) {
@@ -64,9 +65,7 @@ export async function repairImage(path: string, files: VhdFiles): Promise<Repair
   }
 }
 
-type Handle = Awaited<ReturnType<VhdFiles['open']>>;
-
-async function repairFooters(fh: Handle, path: string, a: ImageAnalysis, actions: RepairAction[]): Promise<void> {
+async function repairFooters(fh: FileHandle, path: string, a: ImageAnalysis, actions: RepairAction[]): Promise<void> {
   const { end, copy, sparse } = a;
   if (!end) {
     if (!copy || !sparse) {
@@ -86,7 +85,7 @@ async function repairFooters(fh: Handle, path: string, a: ImageAnalysis, actions
   }
 }
 
-async function repairBatmap(fh: Handle, a: ImageAnalysis, actions: RepairAction[]): Promise<void> {
+async function repairBatmap(fh: FileHandle, a: ImageAnalysis, actions: RepairAction[]): Promise<void> {
   const sparse = a.sparse;
   const batmap = sparse?.batmap;
   if (!sparse || !batmap) return;
