@@ -209,6 +209,24 @@ export class VirtualDisk {
    * differs from a valid end footer, and recomputes a batmap out of step with the sector
    * bitmaps. Reports what it did and what problems remain; running it again does nothing.
    * An image with no valid footer anywhere fails with `VHD_BAD_FOOTER`.
+   *
+   * @example
+   * ```ts
+   * import { mkdtemp, rm } from 'node:fs/promises';
+   * import { tmpdir } from 'node:os';
+   * import { join } from 'node:path';
+   * import { VirtualDisk } from 'xenode';
+   *
+   * const dir = await mkdtemp(join(tmpdir(), 'xenode-repair-'));
+   * const path = join(dir, 'disk.vhd');
+   * const disk = await VirtualDisk.create(path, { size: 16 * 1024 * 1024, type: 'dynamic' });
+   * await disk.close();
+   * // After a crash, repair before opening: it does nothing to a sound image.
+   * const report = await VirtualDisk.repair(path);
+   * console.log(report.actions.length, report.problems.length); // 0 0
+   * await (await VirtualDisk.open(path)).close();
+   * await rm(dir, { recursive: true });
+   * ```
    */
   static async repair(path: string): Promise<RepairReport> {
     if (typeof path !== 'string' || path === '') throw new TypeError('path must be a non-empty string');
@@ -325,6 +343,22 @@ export class VirtualDisk {
    * offset 0, a truncated file, BAT entries past the end of the data or overlapping each other
    * or the metadata, a batmap that disagrees with the sector bitmaps, a parent that is
    * missing or has another UUID. Parents are not examined: check each file of a chain.
+   *
+   * @example
+   * ```ts
+   * import { mkdtemp, rm } from 'node:fs/promises';
+   * import { tmpdir } from 'node:os';
+   * import { join } from 'node:path';
+   * import { VirtualDisk } from 'xenode';
+   *
+   * const dir = await mkdtemp(join(tmpdir(), 'xenode-check-'));
+   * const disk = await VirtualDisk.create(join(dir, 'disk.vhd'), { size: 16 * 1024 * 1024, type: 'dynamic' });
+   * await disk.write(0, Buffer.from('data'));
+   * const problems = await disk.check();
+   * console.log(problems.length === 0 ? 'sound' : problems.map((p) => `${p.code}: ${p.message}`).join('\n')); // sound
+   * await disk.close();
+   * await rm(dir, { recursive: true });
+   * ```
    */
   async check(): Promise<VhdProblem[]> {
     if (this.closed) throw closedError('vhd.check');

@@ -16,7 +16,7 @@ const random = () => {
 };
 
 /** Sector `n` as written in generation `gen`. */
-export function stamp(n, gen) {
+function stamp(n, gen) {
   const b = Buffer.alloc(512);
   b.write('XNOD', 0, 'latin1');
   b.writeUInt32BE(n, 4);
