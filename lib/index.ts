@@ -45,3 +45,6 @@ export {
   type DiskReadStreamOptions,
   type TransferProgress,
 } from './vhd/disk.js';
+export type { VhdProblem, VhdProblemCode } from './vhd/check.js';
+export type { RepairReport, RepairAction } from './vhd/repair.js';
+export type { CoalesceOptions, CoalesceProgress, CoalesceResult } from './vhd/coalesce.js';

@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError, reportError, type Command } from './common.js';
 import { demoCommand } from './demo.js';
+import { diskCommand } from './disk.js';
 import { mockHostCommand } from './mock-host.js';
 import { xenstoreCommand } from './xenstore.js';
 
@@ -16,6 +17,8 @@ Drive a Xen host from Node.js.
 
 Commands:
   demo                               a guided walk through XenStore on a simulated host
+  disk create|info|snapshot|clone|coalesce|resize|check|repair|convert|export …
+                                     VHD disk images
   mock-host --xenstore-socket PATH   run a simulated Xen host, serving XenStore on PATH
   xenstore read|write|ls|rm|watch …  small xenstore-* equivalents
 
@@ -32,6 +35,7 @@ Environment:
 
 const commands: Record<string, Command> = {
   demo: demoCommand,
+  disk: diskCommand,
   'mock-host': mockHostCommand,
   xenstore: xenstoreCommand,
 };

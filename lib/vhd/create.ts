@@ -1,10 +1,11 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import { type FileHandle, link, open, rename, rm } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { batBytes, sharedBatBytes, sharedUnusedBat } from './bat.js';
 import { BATMAP_HEADER_SIZE, BATMAP_VERSION, type BatmapHeader, batmapSectors, encodeBatmapHeader } from './batmap.js';
 import { bitmapBytes } from './bitmap.js';
 import { fsError } from './errors.js';
+import { type VhdFiles, nodeFiles } from './files.js';
 import { NIL_UUID, padToSector, toVhdTimestamp } from './fields.js';
 import { DiskType, FOOTER_SIZE, NO_DATA_OFFSET, type VhdFooter, encodeFooter } from './footer.js';
 import { chsGeometry } from './geometry.js';
@@ -75,11 +76,11 @@ export async function writeAll(fh: FileHandle, buf: Buffer, offset: number): Pro
  * what was written, so that the new image can be used without reading it back (a raw
  * image has no footer: its `footer` is a stand-in).
  */
-export async function writeNewImage(path: string, spec: NewImageSpec, replace = false): Promise<VhdImage> {
+export async function writeNewImage(path: string, spec: NewImageSpec, replace = false, files: VhdFiles = nodeFiles): Promise<VhdImage> {
   const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
   let fh: FileHandle;
   try {
-    fh = await open(tmp, 'wx');
+    fh = await files.open(tmp, 'wx');
   } catch (err) {
     throw fsError(err, 'vhd.create', path);
   }
@@ -98,12 +99,15 @@ export async function writeNewImage(path: string, spec: NewImageSpec, replace = 
     } finally {
       await fh.close();
     }
-    if (replace) await rename(tmp, path);
-    else await link(tmp, path);
+    if (replace) await files.rename(tmp, path);
+    else {
+      await files.link(tmp, path);
+      await files.remove(tmp);
+    }
   } catch (err) {
+    // A crash leaves the temporary file behind, as a real one would; only a failure cleans up.
+    await files.remove(tmp).catch(() => undefined);
     throw fsError(err, 'vhd.create', path);
-  } finally {
-    await rm(tmp, { force: true });
   }
   return image;
 }

@@ -1,14 +1,19 @@
-import { type FileHandle, access, open, realpath } from 'node:fs/promises';
+import { type FileHandle, access, realpath } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { XenError, abortError, closedError } from '../errors.js';
 import { SparseBlocks } from './blocks.js';
 import { MAX_CHAIN_DEPTH, findParentPath } from './chain.js';
+import { type VhdProblem, checkImage } from './check.js';
+import { type CoalesceOptions, type CoalesceResult, coalesceInto } from './coalesce.js';
 import { newFooter, writeAll, writeNewImage } from './create.js';
 import { fsError, vhdError } from './errors.js';
 import { toVhdTimestamp } from './fields.js';
 import { DiskType, NO_DATA_OFFSET, type VhdFooter, encodeFooter } from './footer.js';
+import { type VhdFiles, type WithInternal, filesOf, internalOptions, nodeFiles } from './files.js';
 import { DEFAULT_BLOCK_SIZE, MAX_DISK_SIZE, type VhdImage, readImage, readInto } from './image.js';
+import { type RepairReport, repairImage } from './repair.js';
+import { resizeImage } from './resize.js';
 import {
   type ConvertDiskOptions,
   type DiskReadStreamOptions,
@@ -84,9 +89,9 @@ const typeNames: Record<number, VirtualDiskType> = {
   [DiskType.differencing]: 'differencing',
 };
 
-/** The stand-in footer of a raw image: never written, it only answers {@link VirtualDisk.info}. */
-function rawFooter(size: number): VhdFooter {
-  return { ...newFooter(size, DiskType.fixed, NO_DATA_OFFSET), uuid: '' };
+/** The stand-in metadata of a raw image of `size` bytes: its footer is never written, it only answers {@link VirtualDisk.info}. */
+function rawImage(size: number): VhdImage {
+  return { footer: { ...newFooter(size, DiskType.fixed, NO_DATA_OFFSET), uuid: '' }, footerOffset: size, size, sparse: undefined };
 }
 
 function checkRange(offset: number, length: number, size: number): void {
@@ -128,10 +133,12 @@ export class VirtualDisk {
     /** Absolute path of the image file. */
     readonly path: string,
     private readonly fh: FileHandle,
-    private readonly image: VhdImage,
+    private image: VhdImage,
     private readOnly: boolean,
     private readonly parent: VirtualDisk | undefined,
-    private readonly blocks: SparseBlocks | undefined,
+    private blocks: SparseBlocks | undefined,
+    /** The file layer every handle of this disk, its parents and children goes through. */
+    private readonly files: VhdFiles,
     private readonly raw = false,
   ) {
     this.footer = image.footer;
@@ -184,13 +191,14 @@ export class VirtualDisk {
       throw new TypeError('source must be a Readable or an async iterable of Uint8Array');
     }
     const { type, overwrite, signal, onProgress, sync } = options ?? {};
+    const files = filesOf(options);
     const size = options?.size ?? (await sizeOfFileStream(source));
     checkNewDisk(path, type, size);
     checkTransferOptions(overwrite, signal, onProgress, sync);
     if (signal?.aborted) throw abortError(signal);
-    await replaceAtomically(resolve(path), overwrite ?? true, 'vhd.import', async (tmp) => {
-      await writeNewImage(tmp, { size, type, blockSize: DEFAULT_BLOCK_SIZE });
-      const disk = await VirtualDisk.open(tmp, { format: type === 'raw' ? 'raw' : 'vhd' });
+    await replaceAtomically(resolve(path), overwrite ?? true, 'vhd.import', files, async (tmp) => {
+      await writeNewImage(tmp, { size, type, blockSize: DEFAULT_BLOCK_SIZE }, false, files);
+      const disk = await VirtualDisk.open(tmp, { format: type === 'raw' ? 'raw' : 'vhd', [internalOptions]: { files } } as OpenDiskOptions);
       try {
         await importInto(disk, source, size, options);
         if (sync !== false) await disk.flush();
@@ -232,18 +240,19 @@ export class VirtualDisk {
     if (typeof src !== 'string' || src === '') throw new TypeError('src must be a non-empty string');
     if (typeof dst !== 'string' || dst === '') throw new TypeError('dst must be a non-empty string');
     const { type, format, overwrite, signal, onProgress, sync } = options ?? {};
+    const files = filesOf(options);
     if (type !== 'dynamic' && type !== 'fixed' && type !== 'raw') throw new TypeError(`type must be 'raw', 'fixed' or 'dynamic', got ${String(type)}`);
     checkTransferOptions(overwrite, signal, onProgress, sync);
     if (signal?.aborted) throw abortError(signal);
-    const source = await VirtualDisk.open(src, { readOnly: true, format });
+    const source = await VirtualDisk.open(src, { readOnly: true, format, [internalOptions]: { files } } as OpenDiskOptions);
     try {
       if (resolve(dst) === source.path) throw new TypeError('src and dst must be different files');
       const size = Math.ceil(source.size / 512) * 512;
       if (size > MAX_DISK_SIZE && type !== 'raw') throw vhdError('VHD_TOO_LARGE', `size ${size} exceeds the 2040 GiB VHD limit`, source.path, 'vhd.convert');
       if (size === 0) throw new RangeError(`${source.path} is empty: a disk needs at least one sector`);
-      await replaceAtomically(resolve(dst), overwrite ?? true, 'vhd.convert', async (tmp) => {
-        await writeNewImage(tmp, { size, type, blockSize: DEFAULT_BLOCK_SIZE });
-        const target = await VirtualDisk.open(tmp, { format: type === 'raw' ? 'raw' : 'vhd' });
+      await replaceAtomically(resolve(dst), overwrite ?? true, 'vhd.convert', files, async (tmp) => {
+        await writeNewImage(tmp, { size, type, blockSize: DEFAULT_BLOCK_SIZE }, false, files);
+        const target = await VirtualDisk.open(tmp, { format: type === 'raw' ? 'raw' : 'vhd', [internalOptions]: { files } } as OpenDiskOptions);
         try {
           await copyDisk(source, (o, l) => source.holdsData(o, l), target, options);
           if (sync !== false) await target.flush();
@@ -265,20 +274,22 @@ export class VirtualDisk {
     if (typeof path !== 'string' || path === '') throw new TypeError('path must be a non-empty string');
     const { format = 'vhd' } = options;
     if (format !== 'vhd' && format !== 'raw') throw new TypeError(`format must be 'vhd' or 'raw', got ${String(format)}`);
-    if (format === 'raw') return VirtualDisk.openRaw(resolve(path), options.readOnly === true);
-    return VirtualDisk.openChain(resolve(path), options.readOnly === true, [], false);
+    const internal = (options as WithInternal<OpenDiskOptions>)[internalOptions] ?? {};
+    const files = internal.files ?? nodeFiles;
+    if (format === 'raw') return VirtualDisk.openRaw(resolve(path), options.readOnly === true, files);
+    return VirtualDisk.openChain(resolve(path), options.readOnly === true, [], internal.allowHidden === true, files);
   }
 
-  private static async openRaw(path: string, readOnly: boolean): Promise<VirtualDisk> {
+  private static async openRaw(path: string, readOnly: boolean, files: VhdFiles): Promise<VirtualDisk> {
     let fh: FileHandle;
     try {
-      fh = await open(path, readOnly ? 'r' : 'r+');
+      fh = await files.open(path, readOnly ? 'r' : 'r+');
     } catch (err) {
       throw fsError(err, 'vhd.open', path);
     }
     try {
       const { size } = await fh.stat();
-      return new VirtualDisk(path, fh, { footer: rawFooter(size), footerOffset: size, size, sparse: undefined }, readOnly, undefined, undefined, true);
+      return new VirtualDisk(path, fh, rawImage(size), readOnly, undefined, undefined, files, true);
     } catch (err) {
       await fh.close();
       throw fsError(err, 'vhd.open', path);
@@ -293,10 +304,10 @@ export class VirtualDisk {
   static async clone(basePath: string, childPath: string): Promise<VirtualDisk> {
     if (typeof basePath !== 'string' || basePath === '') throw new TypeError('basePath must be a non-empty string');
     // An already hidden base is only read, so it may be a read-only file.
-    let base = await VirtualDisk.openChain(resolve(basePath), true, [], true);
+    let base = await VirtualDisk.openChain(resolve(basePath), true, [], true, nodeFiles);
     if (!base.footer.hidden) {
       await base.close();
-      base = await VirtualDisk.openChain(resolve(basePath), false, [], true);
+      base = await VirtualDisk.openChain(resolve(basePath), false, [], true, nodeFiles);
     }
     try {
       // The base, now read-only, becomes the child's parent as it is: nothing read twice.
@@ -307,7 +318,79 @@ export class VirtualDisk {
     }
   }
 
-  private static async openChain(path: string, readOnly: boolean, seen: string[], allowHidden: boolean): Promise<VirtualDisk> {
+  /**
+   * Examines the image at `path` without opening it as a disk, so that an image too damaged
+   * to open can still be examined: every problem found, as {@link VhdProblem} records (an
+   * empty array for a sound image). Only I/O failures (`ENOENT`…) reject. See
+   * {@link VirtualDisk.check | disk.check()} for what is checked.
+   *
+   * @example
+   * ```ts
+   * import { mkdtemp, rm, truncate, stat } from 'node:fs/promises';
+   * import { tmpdir } from 'node:os';
+   * import { join } from 'node:path';
+   * import { VirtualDisk } from 'xenode';
+   *
+   * const dir = await mkdtemp(join(tmpdir(), 'xenode-check-'));
+   * const path = join(dir, 'disk.vhd');
+   * await (await VirtualDisk.create(path, { size: 16 * 1024 * 1024, type: 'dynamic' })).close();
+   * await truncate(path, (await stat(path)).size - 100); // lose part of the end footer
+   * for (const p of await VirtualDisk.check(path)) console.log(p.code, p.offset); // VHD_BAD_FOOTER …
+   * console.log((await VirtualDisk.repair(path)).actions.map((a) => a.message));
+   * console.log(await VirtualDisk.check(path)); // []
+   * await rm(dir, { recursive: true });
+   * ```
+   */
+  static async check(path: string): Promise<VhdProblem[]> {
+    if (typeof path !== 'string' || path === '') throw new TypeError('path must be a non-empty string');
+    const abs = resolve(path);
+    let fh: FileHandle;
+    try {
+      fh = await nodeFiles.open(abs, 'r');
+    } catch (err) {
+      throw fsError(err, 'vhd.check', abs);
+    }
+    try {
+      return await checkImage(fh, abs, nodeFiles);
+    } catch (err) {
+      throw fsError(err, 'vhd.check', abs);
+    } finally {
+      await fh.close();
+    }
+  }
+
+  /**
+   * Repairs what a crash can leave in the image at `path`, which must not be open: restores a
+   * missing or damaged end footer of a dynamic or differencing disk from the copy at offset
+   * 0 (a crash while a block was being added leaves it so), rewrites a copy at 0 that
+   * differs from a valid end footer, and recomputes a batmap out of step with the sector
+   * bitmaps. Reports what it did and what problems remain; running it again does nothing.
+   * An image with no valid footer anywhere fails with `VHD_BAD_FOOTER`.
+   *
+   * @example
+   * ```ts
+   * import { mkdtemp, rm } from 'node:fs/promises';
+   * import { tmpdir } from 'node:os';
+   * import { join } from 'node:path';
+   * import { VirtualDisk } from 'xenode';
+   *
+   * const dir = await mkdtemp(join(tmpdir(), 'xenode-repair-'));
+   * const path = join(dir, 'disk.vhd');
+   * const disk = await VirtualDisk.create(path, { size: 16 * 1024 * 1024, type: 'dynamic' });
+   * await disk.close();
+   * // After a crash, repair before opening: it does nothing to a sound image.
+   * const report = await VirtualDisk.repair(path);
+   * console.log(report.actions.length, report.problems.length); // 0 0
+   * await (await VirtualDisk.open(path)).close();
+   * await rm(dir, { recursive: true });
+   * ```
+   */
+  static async repair(path: string): Promise<RepairReport> {
+    if (typeof path !== 'string' || path === '') throw new TypeError('path must be a non-empty string');
+    return repairImage(resolve(path), nodeFiles);
+  }
+
+  private static async openChain(path: string, readOnly: boolean, seen: string[], allowHidden: boolean, files: VhdFiles): Promise<VirtualDisk> {
     let real: string;
     try {
       real = await realpath(path);
@@ -318,7 +401,7 @@ export class VirtualDisk {
     if (seen.length >= MAX_CHAIN_DEPTH) throw vhdError('VHD_CHAIN_TOO_DEEP', `the chain is deeper than ${MAX_CHAIN_DEPTH} disks`, path);
     let fh: FileHandle;
     try {
-      fh = await open(path, readOnly ? 'r' : 'r+');
+      fh = await files.open(path, readOnly ? 'r' : 'r+');
     } catch (err) {
       throw fsError(err, 'vhd.open', path);
     }
@@ -329,13 +412,13 @@ export class VirtualDisk {
         throw vhdError('VHD_READ_ONLY', 'the disk is hidden (a snapshot or clone parent): open it with { readOnly: true }', path);
       }
       if (image.sparse && image.footer.diskType === DiskType.differencing) {
-        parent = await VirtualDisk.openChain(await findParentPath(image, path), true, [...seen, real], true);
+        parent = await VirtualDisk.openChain(await findParentPath(image, path), true, [...seen, real], true, files);
         if (parent.footer.uuid !== image.sparse.header.parentUuid) {
           throw vhdError('VHD_PARENT_MISMATCH', `parent ${parent.path} has UUID ${parent.footer.uuid}, the child expects ${image.sparse.header.parentUuid}`, path);
         }
       }
       const blocks = image.sparse ? new SparseBlocks(fh, path, image.sparse, image.footerOffset, image.footer) : undefined;
-      return new VirtualDisk(path, fh, image, readOnly, parent, blocks);
+      return new VirtualDisk(path, fh, image, readOnly, parent, blocks, files);
     } catch (err) {
       await parent?.close();
       await fh.close();
@@ -450,6 +533,151 @@ export class VirtualDisk {
     });
   }
 
+  /**
+   * Every problem in this disk's file, as {@link VhdProblem} records (empty when sound): bad
+   * checksums (footer, header, batmap), an end footer missing or differing from the copy at
+   * offset 0, a truncated file, BAT entries past the end of the data or overlapping each other
+   * or the metadata, a batmap that disagrees with the sector bitmaps, a parent that is
+   * missing or has another UUID. Parents are not examined: check each file of a chain.
+   *
+   * @example
+   * ```ts
+   * import { mkdtemp, rm } from 'node:fs/promises';
+   * import { tmpdir } from 'node:os';
+   * import { join } from 'node:path';
+   * import { VirtualDisk } from 'xenode';
+   *
+   * const dir = await mkdtemp(join(tmpdir(), 'xenode-check-'));
+   * const disk = await VirtualDisk.create(join(dir, 'disk.vhd'), { size: 16 * 1024 * 1024, type: 'dynamic' });
+   * await disk.write(0, Buffer.from('data'));
+   * const problems = await disk.check();
+   * console.log(problems.length === 0 ? 'sound' : problems.map((p) => `${p.code}: ${p.message}`).join('\n')); // sound
+   * await disk.close();
+   * await rm(dir, { recursive: true });
+   * ```
+   */
+  async check(): Promise<VhdProblem[]> {
+    if (this.closed) throw closedError('vhd.check');
+    // A raw image has no structure to be wrong.
+    if (this.raw) return [];
+    return this.exclusive(() => checkImage(this.fh, this.path, this.files)).catch((err: unknown) => {
+      throw fsError(err, 'vhd.check', this.path);
+    });
+  }
+
+  /**
+   * Changes the virtual size. Growing adds space that reads as zeros (a dynamic disk's BAT
+   * moves to the end of the file if it has no room); shrinking is refused with
+   * `VHD_SHRINK_LOSES_DATA` when data lies past the new end (always for a fixed disk, and
+   * below the parent's size for a differencing one). A crash at any point leaves the old or
+   * the new disk.
+   *
+   * @example
+   * ```ts
+   * import { mkdtemp, rm } from 'node:fs/promises';
+   * import { tmpdir } from 'node:os';
+   * import { join } from 'node:path';
+   * import { VirtualDisk } from 'xenode';
+   *
+   * const dir = await mkdtemp(join(tmpdir(), 'xenode-resize-'));
+   * const disk = await VirtualDisk.create(join(dir, 'disk.vhd'), { size: 8 * 1024 * 1024, type: 'dynamic' });
+   * await disk.write(0, Buffer.from('boot'));
+   * await disk.resize(1024 ** 3);
+   * console.log(disk.size, (await disk.read(0, 4)).toString()); // 1073741824 boot
+   * await disk.close();
+   * await rm(dir, { recursive: true });
+   * ```
+   */
+  async resize(size: number): Promise<void> {
+    if (!Number.isSafeInteger(size) || size <= 0 || size % 512 !== 0) throw new RangeError(`size must be a positive multiple of 512, got ${size}`);
+    if (this.closed) throw closedError('vhd.resize');
+    if (size > MAX_DISK_SIZE) throw vhdError('VHD_TOO_LARGE', `size ${size} exceeds the 2040 GiB VHD limit`, this.path, 'vhd.resize');
+    if (this.readOnly) throw vhdError('VHD_READ_ONLY', 'the disk is open read-only', this.path, 'vhd.resize');
+    await this.exclusive(async () => {
+      if (this.raw) {
+        // Every byte of a raw image is data: it only grows (the new area a hole, reading zeros).
+        if (size < this.size) throw vhdError('VHD_SHRINK_LOSES_DATA', `a raw image cannot shrink: every one of its ${this.size} bytes is data`, this.path, 'vhd.resize');
+        await this.fh.truncate(size);
+        await this.fh.datasync();
+        this.image = rawImage(size);
+        this.footer = this.image.footer;
+        return;
+      }
+      // The layout in memory is the one the batched write path keeps current (BAT, batmap).
+      const sparse = this.image.sparse;
+      await resizeImage({ fh: this.fh, path: this.path, footer: this.footer, size: this.size, sparse, parentSize: this.parent?.size }, size);
+      await this.reload();
+    }).catch((err: unknown) => {
+      throw fsError(err, 'vhd.resize', this.path);
+    });
+  }
+
+  /**
+   * Copies this differencing disk's own data — only the sectors set in its bitmaps — into
+   * its parent, which then reads exactly as this disk does: this disk can be deleted. The
+   * parent is written through a handle of its own (it stays hidden) and must have no other
+   * child, which would see the change. Safe to run again after a crash or an abort at any
+   * point: this disk is only read, so it reads the same throughout.
+   *
+   * @example
+   * ```ts
+   * import { mkdtemp, rm } from 'node:fs/promises';
+   * import { tmpdir } from 'node:os';
+   * import { join } from 'node:path';
+   * import { VirtualDisk } from 'xenode';
+   *
+   * const dir = await mkdtemp(join(tmpdir(), 'xenode-coalesce-'));
+   * const base = await VirtualDisk.create(join(dir, 'base.vhd'), { size: 8 * 1024 * 1024, type: 'dynamic' });
+   * const child = await base.snapshot(join(dir, 'child.vhd'));
+   * await child.write(512, Buffer.from('new data'));
+   * const result = await child.coalesce({ onProgress: (p) => console.log(`${p.blocksDone}/${p.blocksTotal}`) });
+   * console.log(result.bytesCopied); // 512
+   * await child.close();
+   * await base.close();
+   * const parent = await VirtualDisk.open(join(dir, 'base.vhd'), { readOnly: true });
+   * console.log((await parent.read(512, 8)).toString()); // new data
+   * await parent.close();
+   * await rm(dir, { recursive: true });
+   * ```
+   */
+  async coalesce(options: CoalesceOptions = {}): Promise<CoalesceResult> {
+    if (options.onProgress !== undefined && typeof options.onProgress !== 'function') throw new TypeError('onProgress must be a function');
+    if (this.closed) throw closedError('vhd.coalesce');
+    const parent = this.parent;
+    if (!parent) throw vhdError('VHD_NOT_DIFFERENCING', 'only a differencing disk has a parent to coalesce into', this.path, 'vhd.coalesce');
+    if (options.signal?.aborted) throw abortError(options.signal);
+    return this.exclusive(async () => {
+      const target = await VirtualDisk.open(parent.path, { [internalOptions]: { files: this.files, allowHidden: true } } as OpenDiskOptions);
+      try {
+        // Metadata as it is now in the file: the engine keeps it current as it writes.
+        return await coalesceInto(this.fh, this.path, await readImage(this.fh, this.path), target, options);
+      } finally {
+        await target.close();
+        // The parent this disk reads through was changed behind its back: read its metadata
+        // again (the copied sectors are this disk's own, so reads were right all along).
+        await parent.exclusive(() => parent.reload()).catch(() => undefined);
+      }
+    });
+  }
+
+  /**
+   * Re-reads the metadata after a change of layout (resize) or of the file through another
+   * handle (coalesce into this parent), and rebuilds the block layer exactly as `openChain`
+   * does: a fresh BAT of the disk's own (decoded from the file, never the shared unused
+   * table), an empty bitmap cache, the end footer where the file now ends.
+   */
+  private async reload(): Promise<void> {
+    if (this.raw) {
+      this.image = rawImage((await this.fh.stat()).size);
+      this.footer = this.image.footer;
+      return;
+    }
+    const image = await readImage(this.fh, this.path);
+    this.image = image;
+    this.footer = image.footer;
+    this.blocks = image.sparse ? new SparseBlocks(this.fh, this.path, image.sparse, image.footerOffset, image.footer) : undefined;
+  }
+
   private chainDepth(): number {
     return 1 + (this.parent?.chainDepth() ?? 0);
   }
@@ -464,7 +692,7 @@ export class VirtualDisk {
   private async reopenReadOnly(): Promise<VirtualDisk> {
     let fh: FileHandle;
     try {
-      fh = await open(this.path, 'r');
+      fh = await this.files.open(this.path, 'r');
     } catch (err) {
       throw fsError(err, 'vhd.snapshot', this.path);
     }
@@ -473,7 +701,7 @@ export class VirtualDisk {
       const footerOffset = this.blocks?.endOffset ?? this.image.footerOffset;
       const image = { ...this.image, footer: this.footer, footerOffset };
       const blocks = image.sparse ? new SparseBlocks(fh, this.path, image.sparse, footerOffset, this.footer) : undefined;
-      return new VirtualDisk(this.path, fh, image, true, parent, blocks, this.raw);
+      return new VirtualDisk(this.path, fh, image, true, parent, blocks, this.files, this.raw);
     } catch (err) {
       await fh.close();
       throw err;
@@ -509,15 +737,15 @@ export class VirtualDisk {
       type: 'differencing',
       blockSize: this.blocks?.blockSize ?? DEFAULT_BLOCK_SIZE,
       parent: { path: this.path, uuid: this.footer.uuid, timestamp: toVhdTimestamp(mtime) },
-    });
+    }, false, this.files);
     let fh: FileHandle;
     try {
-      fh = await open(child, 'r+');
+      fh = await this.files.open(child, 'r+');
     } catch (err) {
       throw fsError(err, 'vhd.snapshot', child);
     }
     const sparse = image.sparse as NonNullable<VhdImage['sparse']>;
-    return new VirtualDisk(child, fh, image, false, parent, new SparseBlocks(fh, child, sparse, image.footerOffset, image.footer));
+    return new VirtualDisk(child, fh, image, false, parent, new SparseBlocks(fh, child, sparse, image.footerOffset, image.footer), this.files);
   }
 
   /** Whether any disk of the chain stores data for some of bytes [offset, offset + length). */

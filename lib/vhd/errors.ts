@@ -13,7 +13,9 @@ export type VhdErrorCode =
   | 'VHD_TOO_LARGE'
   | 'VHD_CHAIN_TOO_DEEP'
   | 'VHD_READ_ONLY'
-  | 'VHD_UNSUPPORTED';
+  | 'VHD_UNSUPPORTED'
+  | 'VHD_SHRINK_LOSES_DATA'
+  | 'VHD_NOT_DIFFERENCING';
 
 /** A disk-format fault in the file at `path`. */
 export function vhdError(code: VhdErrorCode, message: string, path: string, op = 'vhd.open'): XenError {

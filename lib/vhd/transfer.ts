@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { link, open, rename, rm } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { abortError } from '../errors.js';
 import { fsError, vhdError } from './errors.js';
+import type { VhdFiles } from './files.js';
 import { DEFAULT_BLOCK_SIZE, MAX_DISK_SIZE } from './image.js';
 
 /** How far a long copy has got, as given to an `onProgress` callback. */
@@ -80,18 +81,21 @@ export function checkTransferOptions(overwrite: unknown, signal: unknown, onProg
 /**
  * Runs `fill(tmp)` on a temporary path beside `path`, then puts the result in place: renamed
  * over `path` with `replace`, linked in only where nothing is (EEXIST) without. On any
- * failure (an abort included) the temporary file is removed and `path` is untouched.
+ * failure (an abort included) the temporary file is removed and `path` is untouched; a crash
+ * leaves at most the temporary file.
  */
-export async function replaceAtomically(path: string, replace: boolean, op: string, fill: (tmp: string) => Promise<void>): Promise<void> {
+export async function replaceAtomically(path: string, replace: boolean, op: string, files: VhdFiles, fill: (tmp: string) => Promise<void>): Promise<void> {
   const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
   try {
     await fill(tmp);
-    if (replace) await rename(tmp, path);
-    else await link(tmp, path);
+    if (replace) await files.rename(tmp, path);
+    else {
+      await files.link(tmp, path);
+      await files.remove(tmp);
+    }
   } catch (err) {
+    await files.remove(tmp).catch(() => undefined);
     throw fsError(err, op, path);
-  } finally {
-    await rm(tmp, { force: true });
   }
 }
 
