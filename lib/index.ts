@@ -44,6 +44,7 @@ export {
   type ConvertDiskOptions,
   type DiskReadStreamOptions,
   type TransferProgress,
+  type TransferResult,
 } from './vhd/disk.js';
 export type { VhdProblem, VhdProblemCode } from './vhd/check.js';
 export type { RepairReport, RepairAction } from './vhd/repair.js';

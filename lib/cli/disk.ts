@@ -1,8 +1,9 @@
+import { once } from 'node:events';
 import { resolve } from 'node:path';
+import { abortError } from '../errors.js';
 import { VirtualDisk, type VirtualDiskInfo } from '../vhd/disk.js';
 import type { VhdProblem } from '../vhd/check.js';
 import { EXIT_OK, UsageError, nextSignal, parseCommandLine, type Command } from './common.js';
-import { type DiskSink, copyDisk, openSource, rawFileSink, streamSink, vhdSink } from './disk-copy.js';
 import { formatBytes, progressBar } from './progress.js';
 
 /** Exit code of `check` and `repair` when the image has problems (left). */
@@ -229,7 +230,7 @@ const subcommands: Record<string, Run> = {
     const from = values.format ?? 'vhd';
     need(from === 'vhd' || from === 'raw', `convert: -f must be vhd or raw, not '${from}'`);
     need(resolve(src as string) !== resolve(dst as string), 'convert: SRC and DST must be different files');
-    return copyCommand(src as string, from as 'vhd' | 'raw', dst as string, to as 'raw' | 'fixed' | 'dynamic', values, io);
+    return convertCommand(src as string, from as 'vhd' | 'raw', dst as string, to as 'raw' | 'fixed' | 'dynamic', 'convert', values, io);
   },
 
   async export([path, out, ...extra], values, io) {
@@ -237,9 +238,9 @@ const subcommands: Record<string, Run> = {
     if (out === undefined || out === '-') {
       need(!io.stdout.isTTY, 'export: refusing to write a disk image to a terminal; give OUT or redirect stdout');
       need(!values.json, 'export: --json needs OUT (stdout carries the image)');
-      return copyCommand(path as string, 'vhd', undefined, 'raw', values, io);
+      return exportToStream(path as string, values, io);
     }
-    return copyCommand(path as string, 'vhd', out, 'raw', values, io);
+    return convertCommand(path as string, 'vhd', out, 'raw', 'export', values, io);
   },
 };
 
@@ -251,25 +252,54 @@ async function withOpen(disk: VirtualDisk, fn: (d: VirtualDisk) => Promise<numbe
   }
 }
 
-/** convert and export: copies SRC's virtual disk into DST (stdout when undefined). */
-async function copyCommand(src: string, from: 'vhd' | 'raw', dst: string | undefined, to: 'raw' | 'fixed' | 'dynamic', values: Values, io: DiskIo): Promise<number> {
-  const source = await openSource(src, from);
-  try {
-    const replace = values.force === true;
-    let sink: DiskSink;
-    if (dst === undefined) sink = streamSink(io.stdout);
-    else if (to === 'raw') sink = await rawFileSink(dst, source.size, replace);
-    else sink = await vhdSink(dst, source.size, to, replace);
-    const bar = progressBar(io.stderr, dst === undefined ? 'export' : 'convert', source.size, { enabled: !values.quiet && !values.json, unit: 'bytes' });
-    const written = await interruptible((signal) => copyDisk(source, sink, { signal, onProgress: (done) => bar.update(done) })).finally(() => bar.end());
-    if (dst === undefined) return EXIT_OK;
-    const result = { source: resolve(src), destination: resolve(dst), type: to, size: source.size, bytesWritten: written };
-    if (values.json) printJson(io, result);
-    else io.stdout.write(`${result.destination}: ${to}, ${source.size} bytes (${formatBytes(written)} of data written)\n`);
-    return EXIT_OK;
-  } finally {
-    await source.close();
-  }
+/** A progress bar for a copy of `total` bytes, made on the first report (when the total is known). */
+function copyProgress(io: DiskIo, label: string, values: Values): { update(done: number, total: number): void; end(): void } {
+  let bar: ReturnType<typeof progressBar> | undefined;
+  return {
+    update(done, total) {
+      bar ??= progressBar(io.stderr, label, total, { enabled: !values.quiet && !values.json, unit: 'bytes' });
+      bar.update(done);
+    },
+    end: () => bar?.end(),
+  };
+}
+
+/** convert, and export into a file: VirtualDisk.convert, atomic and sparse-aware. */
+async function convertCommand(src: string, from: 'vhd' | 'raw', dst: string, to: 'raw' | 'fixed' | 'dynamic', label: string, values: Values, io: DiskIo): Promise<number> {
+  const bar = copyProgress(io, label, values);
+  const result = await interruptible((signal) =>
+    VirtualDisk.convert(src, dst, { type: to, format: from, overwrite: values.force === true, signal, onProgress: (p) => bar.update(p.done, p.total) }),
+  ).finally(() => bar.end());
+  const out = { source: resolve(src), destination: result.path, type: to, size: result.size, bytesWritten: result.bytesWritten };
+  if (values.json) printJson(io, out);
+  else io.stdout.write(`${out.destination}: ${to}, ${out.size} bytes (${formatBytes(out.bytesWritten)} of data written)\n`);
+  return EXIT_OK;
+}
+
+/** export to stdout: the disk's bytes in order through createReadStream, waiting for the reader. */
+async function exportToStream(path: string, values: Values, io: DiskIo): Promise<number> {
+  return withDisk(path, true, (disk) =>
+    interruptible(async (signal) => {
+      const bar = copyProgress(io, 'export', values);
+      const stream = disk.createReadStream();
+      const stop = (): void => {
+        stream.destroy(abortError(signal));
+      };
+      signal.addEventListener('abort', stop, { once: true });
+      try {
+        let done = 0;
+        for await (const chunk of stream as AsyncIterable<Buffer>) {
+          if (!io.stdout.write(chunk)) await once(io.stdout, 'drain');
+          done += chunk.length;
+          bar.update(done, disk.size);
+        }
+      } finally {
+        signal.removeEventListener('abort', stop);
+        bar.end();
+      }
+      return EXIT_OK;
+    }),
+  );
 }
 
 /** Runs `xenode disk` with `args` against `io`. */

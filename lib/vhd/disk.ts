@@ -19,6 +19,7 @@ import {
   type DiskReadStreamOptions,
   type ImportDiskOptions,
   type TransferProgress,
+  type TransferResult,
   checkNewDisk,
   checkTransferOptions,
   copyDisk,
@@ -28,7 +29,7 @@ import {
   sizeOfFileStream,
 } from './transfer.js';
 
-export type { ConvertDiskOptions, DiskReadStreamOptions, ImportDiskOptions, TransferProgress };
+export type { ConvertDiskOptions, DiskReadStreamOptions, ImportDiskOptions, TransferProgress, TransferResult };
 
 /** The kinds of disk image: the three VHD kinds, and a raw image (the bytes of the disk, nothing else). */
 export type VirtualDiskType = 'raw' | 'fixed' | 'dynamic' | 'differencing';
@@ -185,7 +186,7 @@ export class VirtualDisk {
    * await rm(dir, { recursive: true });
    * ```
    */
-  static async import(path: string, source: AsyncIterable<Uint8Array> | Readable, options: ImportDiskOptions): Promise<void> {
+  static async import(path: string, source: AsyncIterable<Uint8Array> | Readable, options: ImportDiskOptions): Promise<TransferResult> {
     if (typeof path !== 'string' || path === '') throw new TypeError('path must be a non-empty string');
     if (source === null || typeof source !== 'object' || typeof (source as AsyncIterable<Uint8Array>)[Symbol.asyncIterator] !== 'function') {
       throw new TypeError('source must be a Readable or an async iterable of Uint8Array');
@@ -196,16 +197,18 @@ export class VirtualDisk {
     checkNewDisk(path, type, size);
     checkTransferOptions(overwrite, signal, onProgress, sync);
     if (signal?.aborted) throw abortError(signal);
+    let bytesWritten = 0;
     await replaceAtomically(resolve(path), overwrite ?? true, 'vhd.import', files, async (tmp) => {
       await writeNewImage(tmp, { size, type, blockSize: DEFAULT_BLOCK_SIZE }, false, files);
       const disk = await VirtualDisk.open(tmp, { format: type === 'raw' ? 'raw' : 'vhd', [internalOptions]: { files } } as OpenDiskOptions);
       try {
-        await importInto(disk, source, size, options);
+        bytesWritten = await importInto(disk, source, size, options);
         if (sync !== false) await disk.flush();
       } finally {
         await disk.close();
       }
     });
+    return { path: resolve(path), size, bytesWritten };
   }
 
   /**
@@ -236,7 +239,7 @@ export class VirtualDisk {
    * await rm(dir, { recursive: true });
    * ```
    */
-  static async convert(src: string, dst: string, options: ConvertDiskOptions): Promise<void> {
+  static async convert(src: string, dst: string, options: ConvertDiskOptions): Promise<TransferResult> {
     if (typeof src !== 'string' || src === '') throw new TypeError('src must be a non-empty string');
     if (typeof dst !== 'string' || dst === '') throw new TypeError('dst must be a non-empty string');
     const { type, format, overwrite, signal, onProgress, sync } = options ?? {};
@@ -250,16 +253,18 @@ export class VirtualDisk {
       const size = Math.ceil(source.size / 512) * 512;
       if (size > MAX_DISK_SIZE && type !== 'raw') throw vhdError('VHD_TOO_LARGE', `size ${size} exceeds the 2040 GiB VHD limit`, source.path, 'vhd.convert');
       if (size === 0) throw new RangeError(`${source.path} is empty: a disk needs at least one sector`);
+      let bytesWritten = 0;
       await replaceAtomically(resolve(dst), overwrite ?? true, 'vhd.convert', files, async (tmp) => {
         await writeNewImage(tmp, { size, type, blockSize: DEFAULT_BLOCK_SIZE }, false, files);
         const target = await VirtualDisk.open(tmp, { format: type === 'raw' ? 'raw' : 'vhd', [internalOptions]: { files } } as OpenDiskOptions);
         try {
-          await copyDisk(source, (o, l) => source.holdsData(o, l), target, options);
+          bytesWritten = await copyDisk(source, (o, l) => source.holdsData(o, l), target, options);
           if (sync !== false) await target.flush();
         } finally {
           await target.close();
         }
       });
+      return { path: resolve(dst), size, bytesWritten };
     } finally {
       await source.close();
     }

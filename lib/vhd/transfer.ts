@@ -15,6 +15,16 @@ export interface TransferProgress {
   total: number;
 }
 
+/** What {@link VirtualDisk.import} and {@link VirtualDisk.convert} resolve to. */
+export interface TransferResult {
+  /** Absolute path of the new image. */
+  path: string;
+  /** Virtual size of the new disk. */
+  size: number;
+  /** Bytes of data written: blocks that were all zeros (or held by no image) are not counted. */
+  bytesWritten: number;
+}
+
 /** Options shared by {@link VirtualDisk.import} and {@link VirtualDisk.convert}. */
 interface TransferOptions {
   /** Replace a file already at the destination (default `true`); `false` fails with `EEXIST`. Atomic either way. */
@@ -117,10 +127,11 @@ export async function copyDisk(
   holdsData: (offset: number, length: number) => boolean,
   target: CopyTarget,
   { signal, onProgress }: TransferOptions,
-): Promise<void> {
+): Promise<number> {
   const step = DEFAULT_BLOCK_SIZE;
   const zeros = Buffer.alloc(step);
   const total = source.size;
+  let written = 0;
   for (let offset = 0, steps = 0; offset < total; offset += step) {
     if (signal?.aborted) throw abortError(signal);
     const length = Math.min(step, total - offset);
@@ -128,10 +139,14 @@ export async function copyDisk(
     if (++steps % 4096 === 0) await new Promise(setImmediate);
     if (holdsData(offset, length)) {
       const data = await source.read(offset, length);
-      if (!isZero(data, zeros)) await target.write(offset, data);
+      if (!isZero(data, zeros)) {
+        await target.write(offset, data);
+        written += data.length;
+      }
     }
     onProgress?.({ done: offset + length, total });
   }
+  return written;
 }
 
 /**
@@ -144,9 +159,10 @@ export async function importInto(
   source: AsyncIterable<Uint8Array>,
   size: number,
   { signal, onProgress }: TransferOptions,
-): Promise<void> {
+): Promise<number> {
   const step = DEFAULT_BLOCK_SIZE;
   const zeros = Buffer.alloc(step);
+  let written = 0;
   let stage = Buffer.allocUnsafe(step);
   let filled = 0;
   let offset = 0;
@@ -156,6 +172,7 @@ export async function importInto(
   const put = async (data: Buffer): Promise<void> => {
     if (!isZero(data, zeros)) {
       const writing = target.write(offset, data);
+      written += data.length;
       writing.catch(() => undefined); // awaited below; not an unhandled rejection meanwhile
       inFlight.push(writing);
       if (inFlight.length >= MAX_IN_FLIGHT) await inFlight.shift();
@@ -196,6 +213,7 @@ export async function importInto(
     while (inFlight.length > 0) await inFlight.shift();
     if (signal?.aborted) throw abortError(signal);
     if (offset !== size) throw new RangeError(`the source ended after ${offset} bytes, ${size} expected`);
+    return written;
   } finally {
     signal?.removeEventListener('abort', onAbort);
     // Never leave writes running into a disk the caller is about to close and remove.
