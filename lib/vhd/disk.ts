@@ -762,11 +762,26 @@ export class VirtualDisk {
   }
 
   private async readRange(offset: number, length: number): Promise<Buffer> {
+    if (this.storesAll(offset, length)) {
+      // Every byte will be read from this file (or, for sectors it lacks, filled): zeroing
+      // the buffer first would only be undone (a 2 MiB memset per block, on every export).
+      const out = Buffer.allocUnsafe(length);
+      await this.readInto(offset, out, 0, length, false);
+      return out;
+    }
     // Zeroed by calloc, which for large buffers maps zero pages lazily: far cheaper than
     // filling unallocated regions of an uninitialised buffer.
     const out = Buffer.alloc(length);
     await this.readInto(offset, out, 0, length, true);
     return out;
+  }
+
+  /** Whether this file has storage for every block of bytes [offset, offset + length). */
+  private storesAll(offset: number, length: number): boolean {
+    if (!this.blocks) return true;
+    const bs = this.blocks.blockSize;
+    for (let b = Math.floor(offset / bs); b * bs < offset + length; b++) if (!this.blocks.isAllocated(b)) return false;
+    return true;
   }
 
   /**
