@@ -45,6 +45,11 @@ export {
   type VirtualDiskInfo,
   type CreateDiskOptions,
   type OpenDiskOptions,
+  type ImportDiskOptions,
+  type ConvertDiskOptions,
+  type DiskReadStreamOptions,
+  type TransferProgress,
+  type TransferResult,
 } from './vhd/disk.js';
 export type {
   DiskConfig,
@@ -94,3 +99,6 @@ export { connectMockHost } from './mock/remote.js';
 export type { MockTiming } from './mock/domain-sim.js';
 export type { MockMachine } from './mock/hypervisor.js';
 export type { MockPciDevice } from './mock/pci.js';
+export type { VhdProblem, VhdProblemCode } from './vhd/check.js';
+export type { RepairReport, RepairAction } from './vhd/repair.js';
+export type { CoalesceOptions, CoalesceProgress, CoalesceResult } from './vhd/coalesce.js';

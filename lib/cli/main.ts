@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError, reportError, type Command } from './common.js';
 import { demoCommand } from './demo.js';
 import { DOMAIN_COMMANDS, domainCommand } from './domains.js';
+import { diskCommand } from './disk.js';
 import { mockHostCommand } from './mock-host.js';
 import { xenstoreCommand } from './xenstore.js';
 
@@ -17,6 +18,8 @@ Drive a Xen host from Node.js.
 
 Commands:
   demo                               a guided walk through XenStore on a simulated host
+  disk create|info|snapshot|clone|coalesce|resize|check|repair|convert|export …
+                                     VHD disk images
   mock-host --xenstore-socket PATH   run a simulated Xen host, serving XenStore on PATH
   xenstore read|write|ls|rm|watch …  small xenstore-* equivalents
   list | info | create FILE | destroy | pause | unpause | shutdown | reboot |
@@ -36,6 +39,7 @@ Environment:
 
 const commands: Record<string, Command> = {
   demo: demoCommand,
+  disk: diskCommand,
   'mock-host': mockHostCommand,
   xenstore: xenstoreCommand,
   ...Object.fromEntries(DOMAIN_COMMANDS.map((name) => [name, domainCommand(name)])),

@@ -1,10 +1,10 @@
 import type { FileHandle } from 'node:fs/promises';
-import { BAT_UNUSED } from './bat.js';
-import { BATMAP_HEADER_SIZE, batmapChecksum, encodeBatmapHeader } from './batmap.js';
+import { BAT_UNUSED, encodeBat, ownBat } from './bat.js';
+import { BATMAP_HEADER_SIZE, encodeBatmapHeader } from './batmap.js';
 import { allSet, setBit, testBit } from './bitmap.js';
 import { writeAll } from './create.js';
 import { type VhdFooter, encodeFooter } from './footer.js';
-import { type SparseLayout, readExact } from './image.js';
+import { type SparseLayout, readExact, readInto } from './image.js';
 
 /** Bitmaps kept in memory at most (512 bytes each for 2 MiB blocks). */
 const BITMAP_CACHE = 4096;
@@ -16,10 +16,19 @@ export interface SectorRun {
   count: number;
 }
 
+/** One block's share of a write: whole sectors at sector `first` of `block`. */
+interface Piece {
+  block: number;
+  first: number;
+  data: Buffer;
+}
+
 /**
  * The blocks of a dynamic or differencing image: BAT, sector bitmaps, batmap and the end
- * footer. Writes that allocate follow the crash-safe order: data, bitmap, BAT, batmap, then
- * the footer moved to the new end of the file.
+ * footer. A write follows the crash-safe order for all the blocks it touches at once: data
+ * (with the bitmap of each new block, which nothing points at yet), bitmaps of existing
+ * blocks, then the BAT entries of new blocks in one write, the batmap once, and the footer
+ * moved once to the new end of the file.
  */
 export class SparseBlocks {
   private readonly bitmaps = new Map<number, Buffer>();
@@ -39,6 +48,11 @@ export class SparseBlocks {
     return this.layout.blockSize;
   }
 
+  /** Where the end footer is now. */
+  get endOffset(): number {
+    return this.footerOffset;
+  }
+
   /** Number of blocks with storage in this file. */
   allocatedBlocks(): number {
     let n = 0;
@@ -46,44 +60,49 @@ export class SparseBlocks {
     return n;
   }
 
+  /** Whether `block` has storage in this file. */
+  isAllocated(block: number): boolean {
+    return this.layout.bat[block] !== BAT_UNUSED;
+  }
+
   /** Runs covering sectors [first, first + count) of `block`, in order. */
   async runs(block: number, first: number, count: number): Promise<SectorRun[]> {
     if (this.layout.bat[block] === BAT_UNUSED) return [{ present: false, first, count }];
-    const bm = await this.bitmap(block);
-    const out: SectorRun[] = [];
-    for (let s = first; s < first + count; s++) {
-      const present = testBit(bm, s);
-      const last = out[out.length - 1];
-      if (last && last.present === present) last.count++;
-      else out.push({ present, first: s, count: 1 });
-    }
-    return out;
+    const batmap = this.layout.batmap;
+    if (batmap && block < batmap.map.length * 8 && testBit(batmap.map, block)) return [{ present: true, first, count }];
+    return bitmapRuns(await this.bitmap(block), first, count);
   }
 
-  /** Reads `length` bytes of `block`'s data starting at byte `offset` within the block. */
-  async readData(block: number, offset: number, length: number): Promise<Buffer> {
-    return readExact(this.fh, this.dataOffset(block) + offset, length, this.path, 'block data');
+  /** Reads `length` bytes of `block`'s data at byte `offset` within the block into `out` at `at`. */
+  async readData(block: number, offset: number, out: Buffer, at: number, length: number): Promise<void> {
+    await readInto(this.fh, this.dataOffset(block) + offset, out, at, length, this.path, 'block data');
   }
 
-  /** Writes whole sectors at sector `first` of `block`, allocating the block if needed. */
-  async writeSectors(block: number, first: number, data: Buffer): Promise<void> {
-    const count = data.length / 512;
-    if (this.layout.bat[block] === BAT_UNUSED) {
-      await this.allocate(block, first, data);
-      return;
-    }
-    await writeAll(this.fh, data, this.dataOffset(block) + first * 512);
-    const bm = await this.bitmap(block);
-    let changed = false;
-    for (let s = first; s < first + count; s++) {
-      if (!testBit(bm, s)) {
-        setBit(bm, s);
-        changed = true;
+  /** Writes whole sectors starting at disk sector `sector`, allocating blocks as needed. */
+  async write(sector: number, data: Buffer): Promise<void> {
+    const spb = this.layout.sectorsPerBlock;
+    const fresh: Piece[] = [];
+    const changed: Array<{ block: number; bm: Buffer }> = [];
+    const end = sector + data.length / 512;
+    for (let s = sector; s < end; ) {
+      const block = Math.floor(s / spb);
+      const stop = Math.min(end, (block + 1) * spb);
+      const piece = { block, first: s - block * spb, data: data.subarray((s - sector) * 512, (stop - sector) * 512) };
+      s = stop;
+      if (this.layout.bat[block] === BAT_UNUSED) {
+        fresh.push(piece);
+        continue;
       }
+      await writeAll(this.fh, piece.data, this.dataOffset(block) + piece.first * 512);
+      const bm = await this.bitmap(block);
+      if (setRange(bm, piece.first, piece.data.length / 512)) changed.push({ block, bm });
     }
-    if (!changed) return;
-    await writeAll(this.fh, bm, (this.layout.bat[block] as number) * 512);
-    await this.updateBatmap(block, bm);
+    for (const { block, bm } of changed) await writeAll(this.fh, bm, (this.layout.bat[block] as number) * 512);
+    const placed = fresh.length > 0 ? await this.place(fresh) : [];
+    const full = [...changed, ...placed].filter(({ bm }) => allSet(bm, spb)).map(({ block }) => block);
+    if (placed.length > 0) await this.writeBatRange(placed[0]!.block, placed[placed.length - 1]!.block);
+    await this.markFull(full);
+    if (placed.length > 0) await writeAll(this.fh, encodeFooter(this.footer), this.footerOffset);
   }
 
   /** Replaces the footer: at the end of the file, then the copy at 0. */
@@ -102,54 +121,93 @@ export class SparseBlocks {
     const cached = this.bitmaps.get(block);
     if (cached) return cached;
     const bm = await readExact(this.fh, (this.layout.bat[block] as number) * 512, this.layout.bitmapBytes, this.path, 'sector bitmap');
-    if (this.bitmaps.size >= BITMAP_CACHE) this.bitmaps.delete(this.bitmaps.keys().next().value as number);
-    this.bitmaps.set(block, bm);
+    this.remember(block, bm);
     return bm;
   }
 
+  private remember(block: number, bm: Buffer): void {
+    if (this.bitmaps.size >= BITMAP_CACHE) this.bitmaps.delete(this.bitmaps.keys().next().value as number);
+    this.bitmaps.set(block, bm);
+  }
+
   /** Data 4 KiB-aligned, as blktap places it: the bitmap sits just before the aligned data. */
-  private nextBlockSector(): number {
-    let s = Math.ceil(this.footerOffset / 512);
+  private nextBlockSector(from: number): number {
+    let s = Math.ceil(from / 512);
     while ((s + this.bmSectors) % 8 !== 0) s++;
     return s;
   }
 
-  private async allocate(block: number, first: number, data: Buffer): Promise<void> {
-    const sector = this.nextBlockSector();
-    const start = sector * 512;
-    // Unwritten parts of the block stay holes, which read as the zeros the spec asks for.
-    await writeAll(this.fh, data, start + this.layout.bitmapBytes + first * 512);
-    const bm = Buffer.alloc(this.layout.bitmapBytes);
-    for (let s = first; s < first + data.length / 512; s++) setBit(bm, s);
-    await writeAll(this.fh, bm, start);
-    this.layout.bat[block] = sector;
-    await this.writeBatSector(block);
-    if (this.bitmaps.size >= BITMAP_CACHE) this.bitmaps.delete(this.bitmaps.keys().next().value as number);
-    this.bitmaps.set(block, bm);
-    await this.updateBatmap(block, bm);
-    this.footerOffset = start + this.layout.bitmapBytes + this.layout.blockSize;
-    await writeAll(this.fh, encodeFooter(this.footer), this.footerOffset);
+  /**
+   * Gives each piece's block storage past the end of the file and writes its data and
+   * bitmap there. Nothing points at that space until the BAT is written, so the order of
+   * these writes does not matter to a crash; the BAT entries are set in memory only.
+   */
+  private async place(pieces: Piece[]): Promise<Array<{ block: number; bm: Buffer; sector: number }>> {
+    const out: Array<{ block: number; bm: Buffer; sector: number }> = [];
+    // A new image starts with the shared table of unused entries: copy it before changing it.
+    this.layout.bat = ownBat(this.layout.bat);
+    let endOfData = this.footerOffset;
+    for (const { block, first, data } of pieces) {
+      const sector = this.nextBlockSector(endOfData);
+      const start = sector * 512;
+      const count = data.length / 512;
+      const bm = Buffer.alloc(this.layout.bitmapBytes);
+      setRange(bm, first, count);
+      if (first === 0) {
+        // Bitmap and data are adjacent: one write when the data is small enough to copy cheaply.
+        if (data.length <= 64 * 1024) await writeAll(this.fh, Buffer.concat([bm, data]), start);
+        else {
+          await writeAll(this.fh, bm, start);
+          await writeAll(this.fh, data, start + this.layout.bitmapBytes);
+        }
+      } else {
+        // Unwritten parts of the block stay holes, which read as the zeros the spec asks for.
+        await writeAll(this.fh, bm, start);
+        await writeAll(this.fh, data, start + this.layout.bitmapBytes + first * 512);
+      }
+      out.push({ block, bm, sector });
+      endOfData = start + this.layout.bitmapBytes + this.layout.blockSize;
+    }
+    // Only once every block is written: a failed write leaves the in-memory state as it was.
+    for (const { block, bm, sector } of out) {
+      this.layout.bat[block] = sector;
+      this.remember(block, bm);
+    }
+    this.footerOffset = endOfData;
+    return out;
   }
 
-  private async writeBatSector(block: number): Promise<void> {
-    const firstEntry = Math.floor(block / 128) * 128;
-    const buf = Buffer.alloc(512, 0xff);
+  /** Writes the BAT sectors holding entries `from`..`to` in one write. */
+  private async writeBatRange(from: number, to: number): Promise<void> {
     const bat = this.layout.bat;
-    for (let i = firstEntry; i < Math.min(firstEntry + 128, bat.length); i++) buf.writeUInt32BE(bat[i] as number, (i - firstEntry) * 4);
-    await writeAll(this.fh, buf, this.layout.tableOffset + firstEntry * 4);
+    const first = Math.floor(from / 128) * 128;
+    const last = Math.min(bat.length, (Math.floor(to / 128) + 1) * 128);
+    await writeAll(this.fh, encodeBat(bat.subarray(first, last)), this.layout.tableOffset + first * 4);
   }
 
-  /** Sets the block's batmap bit once all its sectors are present. */
-  private async updateBatmap(block: number, bm: Buffer): Promise<void> {
+  /** Sets the batmap bits of blocks whose sectors are now all present, in one write. */
+  private async markFull(blocks: number[]): Promise<void> {
     const batmap = this.layout.batmap;
-    if (!batmap || block >= batmap.map.length * 8 || testBit(batmap.map, block)) return;
-    if (!allSet(bm, this.layout.sectorsPerBlock)) return;
-    setBit(batmap.map, block);
-    batmap.header.checksum = batmapChecksum(batmap.map, batmap.header.batmapVersion);
+    if (!batmap) return;
+    let top = -1;
+    let sum = ~batmap.header.checksum >>> 0;
+    const signed = batmap.header.batmapVersion === 0x00010001;
+    for (const block of blocks) {
+      if (block >= batmap.map.length * 8 || testBit(batmap.map, block)) continue;
+      const i = block >> 3;
+      const before = batmap.map[i] as number;
+      setBit(batmap.map, block);
+      const after = batmap.map[i] as number;
+      // The checksum is a byte sum: adjust it by this byte's change rather than re-summing the map.
+      sum = (sum + (signed ? (after << 24 >> 24) - (before << 24 >> 24) : after - before)) >>> 0;
+      top = Math.max(top, i);
+    }
+    if (top < 0) return;
+    batmap.header.checksum = ~sum >>> 0;
     // Header and map up to the changed sector in one write, so the checksum never disagrees
     // with the map after a crash between two writes.
     const mapOffset = Number(batmap.header.batmapOffset);
-    const upTo = (Math.floor((block >> 3) / 512) + 1) * 512;
+    const upTo = (Math.floor(top / 512) + 1) * 512;
     if (mapOffset === batmap.headerOffset + BATMAP_HEADER_SIZE) {
       await writeAll(this.fh, Buffer.concat([encodeBatmapHeader(batmap.header), batmap.map.subarray(0, upTo)]), batmap.headerOffset);
     } else {
@@ -157,4 +215,55 @@ export class SparseBlocks {
       await writeAll(this.fh, encodeBatmapHeader(batmap.header), batmap.headerOffset);
     }
   }
+}
+
+/** Sets bits [first, first + count) of `bm`; whether any was clear. Whole bytes at a time. */
+export function setRange(bm: Buffer, first: number, count: number): boolean {
+  let changed = false;
+  let n = first;
+  const end = first + count;
+  for (; n < end && (n & 7) !== 0; n++) {
+    if (!testBit(bm, n)) {
+      setBit(bm, n);
+      changed = true;
+    }
+  }
+  for (; n + 8 <= end; n += 8) {
+    if (bm[n >> 3] !== 0xff) {
+      bm[n >> 3] = 0xff;
+      changed = true;
+    }
+  }
+  for (; n < end; n++) {
+    if (!testBit(bm, n)) {
+      setBit(bm, n);
+      changed = true;
+    }
+  }
+  return changed;
+}
+
+/** The present/absent runs of bits [first, first + count): whole 0x00 and 0xff bytes skip bit tests. */
+export function bitmapRuns(bm: Buffer, first: number, count: number): SectorRun[] {
+  const out: SectorRun[] = [];
+  const end = first + count;
+  const push = (present: boolean, s: number, n: number): void => {
+    const last = out[out.length - 1];
+    if (last && last.present === present) last.count += n;
+    else out.push({ present, first: s, count: n });
+  };
+  for (let s = first; s < end; ) {
+    const byte = bm[s >> 3] as number;
+    if ((s & 7) === 0 && s + 8 <= end && (byte === 0 || byte === 0xff)) {
+      // Extend over every following byte equal to this one.
+      let e = s + 8;
+      while (e + 8 <= end && bm[e >> 3] === byte) e += 8;
+      push(byte === 0xff, s, e - s);
+      s = e;
+    } else {
+      push(testBit(bm, s), s, 1);
+      s++;
+    }
+  }
+  return out;
 }

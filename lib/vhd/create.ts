@@ -1,14 +1,17 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import { type FileHandle, link, open, rename, rm } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { batBytes, emptyBat } from './bat.js';
-import { BATMAP_HEADER_SIZE, BATMAP_VERSION, batmapChecksum, batmapSectors, encodeBatmapHeader } from './batmap.js';
+import { batBytes, sharedBatBytes, sharedUnusedBat } from './bat.js';
+import { BATMAP_HEADER_SIZE, BATMAP_VERSION, type BatmapHeader, batmapSectors, encodeBatmapHeader } from './batmap.js';
+import { bitmapBytes } from './bitmap.js';
 import { fsError } from './errors.js';
+import { type VhdFiles, nodeFiles } from './files.js';
 import { NIL_UUID, padToSector, toVhdTimestamp } from './fields.js';
 import { DiskType, FOOTER_SIZE, NO_DATA_OFFSET, type VhdFooter, encodeFooter } from './footer.js';
 import { chsGeometry } from './geometry.js';
-import { EMPTY_LOCATOR, type ParentLocatorEntry, encodeHeader } from './header.js';
-import { LocatorCode, encodeLocatorData } from './locator.js';
+import { EMPTY_LOCATOR, type ParentLocatorEntry, type VhdHeader, encodeHeader } from './header.js';
+import type { VhdImage } from './image.js';
+import { LocatorCode, type LocatorPath, decodeLocatorData, encodeLocatorData } from './locator.js';
 
 /** blktap's creator application: `tap` and a NUL (qemu then trusts the current size). */
 export const CREATOR_APP = 'tap\0';
@@ -30,7 +33,7 @@ export interface NewImageParent {
 /** What {@link writeNewImage} makes. */
 export interface NewImageSpec {
   size: number;
-  type: 'fixed' | 'dynamic' | 'differencing';
+  type: 'raw' | 'fixed' | 'dynamic' | 'differencing';
   blockSize: number;
   parent?: NewImageParent;
 }
@@ -69,50 +72,63 @@ export async function writeAll(fh: FileHandle, buf: Buffer, offset: number): Pro
  * header, BAT, batmap, parent locators, end footer) into a temporary file beside `path`,
  * made durable, and only then put in place: with `replace`, renamed over whatever is there
  * (as qemu-img and vhd-util create do, but atomically: a failure leaves the old file
- * intact); without, linked in only if `path` does not exist (EEXIST otherwise).
+ * intact); without, linked in only if `path` does not exist (EEXIST otherwise). Returns
+ * what was written, so that the new image can be used without reading it back (a raw
+ * image has no footer: its `footer` is a stand-in).
  */
-export async function writeNewImage(path: string, spec: NewImageSpec, replace = false): Promise<void> {
+export async function writeNewImage(path: string, spec: NewImageSpec, replace = false, files: VhdFiles = nodeFiles): Promise<VhdImage> {
   const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
   let fh: FileHandle;
   try {
-    fh = await open(tmp, 'wx');
+    fh = await files.open(tmp, 'wx');
   } catch (err) {
     throw fsError(err, 'vhd.create', path);
   }
+  let image: VhdImage;
   try {
     try {
-      if (spec.type === 'fixed') {
+      if (spec.type === 'fixed' || spec.type === 'raw') {
+        const footer = newFooter(spec.size, DiskType.fixed, NO_DATA_OFFSET);
         await fh.truncate(spec.size);
-        await writeAll(fh, encodeFooter(newFooter(spec.size, DiskType.fixed, NO_DATA_OFFSET)), spec.size);
+        if (spec.type === 'fixed') await writeAll(fh, encodeFooter(footer), spec.size);
+        image = { footer, footerOffset: spec.size, size: spec.size, sparse: undefined };
       } else {
-        await writeSparse(fh, path, spec);
+        image = await writeSparse(fh, path, spec);
       }
       await fh.datasync();
     } finally {
       await fh.close();
     }
-    if (replace) await rename(tmp, path);
-    else await link(tmp, path);
+    if (replace) await files.rename(tmp, path);
+    else {
+      await files.link(tmp, path);
+      await files.remove(tmp);
+    }
   } catch (err) {
+    // A crash leaves the temporary file behind, as a real one would; only a failure cleans up.
+    await files.remove(tmp).catch(() => undefined);
     throw fsError(err, 'vhd.create', path);
-  } finally {
-    await rm(tmp, { force: true });
   }
+  return image;
 }
 
-async function writeSparse(fh: FileHandle, path: string, spec: NewImageSpec): Promise<void> {
+async function writeSparse(fh: FileHandle, path: string, spec: NewImageSpec): Promise<VhdImage> {
   const entries = Math.ceil(spec.size / spec.blockSize);
   const diskType = spec.type === 'dynamic' ? DiskType.dynamic : DiskType.differencing;
-  const footer = encodeFooter(newFooter(spec.size, diskType, BigInt(HEADER_OFFSET)));
+  const footerFields = newFooter(spec.size, diskType, BigInt(HEADER_OFFSET));
+  const footer = encodeFooter(footerFields);
   const batmapHeaderOffset = TABLE_OFFSET + batBytes(entries);
   const mapOffset = batmapHeaderOffset + BATMAP_HEADER_SIZE;
   const mapSectors = batmapSectors(entries);
   let end = mapOffset + mapSectors * 512;
   const locators: ParentLocatorEntry[] = [];
   const locatorData: Array<[Buffer, number]> = [];
+  const locatorPaths: LocatorPath[] = [];
   if (spec.parent) {
     for (const code of [LocatorCode.W2ku, LocatorCode.W2ru, LocatorCode.MacX]) {
       const data = encodeLocatorData(code, spec.parent.path, path);
+      const name = decodeLocatorData(code, data);
+      if (name !== undefined) locatorPaths.push({ code, path: name });
       const space = padToSector(data.length);
       locators.push({ code, dataSpace: space / 512, dataLength: data.length, dataOffset: BigInt(end) });
       locatorData.push([data, end]);
@@ -120,7 +136,7 @@ async function writeSparse(fh: FileHandle, path: string, spec: NewImageSpec): Pr
     }
   }
   while (locators.length < 8) locators.push(EMPTY_LOCATOR);
-  const header = encodeHeader({
+  const headerFields: VhdHeader = {
     dataOffset: NO_DATA_OFFSET,
     tableOffset: BigInt(TABLE_OFFSET),
     headerVersion: 0x00010000,
@@ -130,18 +146,33 @@ async function writeSparse(fh: FileHandle, path: string, spec: NewImageSpec): Pr
     parentTimestamp: spec.parent?.timestamp ?? 0,
     parentUnicodeName: spec.parent ? basename(spec.parent.path).slice(0, 255) : '',
     parentLocators: locators,
-  });
+  };
   const map = Buffer.alloc(mapSectors * 512);
+  // The checksum of an all-zero map, without summing up to 128 KiB of zeros.
+  const batmapHeader: BatmapHeader = { batmapOffset: BigInt(mapOffset), batmapSize: mapSectors, batmapVersion: BATMAP_VERSION, checksum: ~0 >>> 0 };
   await writeAll(fh, footer, 0);
-  await writeAll(fh, header, HEADER_OFFSET);
-  await writeAll(fh, emptyBat(entries), TABLE_OFFSET);
-  await writeAll(
-    fh,
-    encodeBatmapHeader({ batmapOffset: BigInt(mapOffset), batmapSize: mapSectors, batmapVersion: BATMAP_VERSION, checksum: batmapChecksum(map) }),
-    batmapHeaderOffset,
-  );
+  await writeAll(fh, encodeHeader(headerFields), HEADER_OFFSET);
+  const bat = sharedUnusedBat(entries);
+  await writeAll(fh, sharedBatBytes(bat), TABLE_OFFSET);
+  await writeAll(fh, encodeBatmapHeader(batmapHeader), batmapHeaderOffset);
   await writeAll(fh, map, mapOffset);
   for (const [data, at] of locatorData) await writeAll(fh, data, at);
   await writeAll(fh, footer, end);
   await fh.truncate(end + FOOTER_SIZE);
+  const sectorsPerBlock = spec.blockSize / 512;
+  return {
+    footer: footerFields,
+    footerOffset: end,
+    size: spec.size,
+    sparse: {
+      header: headerFields,
+      tableOffset: TABLE_OFFSET,
+      bat,
+      blockSize: spec.blockSize,
+      sectorsPerBlock,
+      bitmapBytes: bitmapBytes(sectorsPerBlock),
+      batmap: { header: batmapHeader, headerOffset: batmapHeaderOffset, map },
+      locators: locatorPaths,
+    },
+  };
 }

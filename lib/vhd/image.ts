@@ -23,7 +23,10 @@ export interface BatmapState {
 export interface SparseLayout {
   header: VhdHeader;
   tableOffset: number;
-  /** Entries addressing the disk (the BAT may have more). */
+  /**
+   * Entries addressing the disk (the BAT may have more). For a new image, the table of
+   * unused entries every new image shares: replace it with `ownBat(bat)` before changing it.
+   */
   bat: Uint32Array;
   blockSize: number;
   sectorsPerBlock: number;
@@ -45,18 +48,23 @@ export interface VhdImage {
 export async function readExact(fh: FileHandle, offset: number, length: number, path: string, what: string): Promise<Buffer> {
   // Every byte is read or the call throws, so the buffer needs no zeroing.
   const buf = Buffer.allocUnsafe(length);
+  await readInto(fh, offset, buf, 0, length, path, what);
+  return buf;
+}
+
+/** Reads exactly `length` bytes at file `offset` into `out` at `at`; VHD_TRUNCATED when the file ends first. */
+export async function readInto(fh: FileHandle, offset: number, out: Buffer, at: number, length: number, path: string, what: string): Promise<void> {
   let done = 0;
   while (done < length) {
     let n: number;
     try {
-      ({ bytesRead: n } = await fh.read(buf, done, length - done, offset + done));
+      ({ bytesRead: n } = await fh.read(out, at + done, length - done, offset + done));
     } catch (err) {
       throw fsError(err, 'vhd.read', path);
     }
     if (n === 0) throw vhdError('VHD_TRUNCATED', `the file ends inside the ${what} (offset ${offset + done})`, path);
     done += n;
   }
-  return buf;
 }
 
 function safeOffset(v: bigint, what: string, path: string, code: 'VHD_BAD_HEADER' | 'VHD_BAD_FOOTER'): number {

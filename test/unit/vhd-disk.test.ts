@@ -73,7 +73,7 @@ describe('VirtualDisk.create / open', () => {
 
   it('rejects bad arguments before touching a file', async () => {
     await expect(VirtualDisk.create(fresh(), { size: 1000, type: 'dynamic' })).rejects.toThrow(RangeError);
-    await expect(VirtualDisk.create(fresh(), { size: MiB, type: 'raw' as 'fixed' })).rejects.toThrow(TypeError);
+    await expect(VirtualDisk.create(fresh(), { size: MiB, type: 'qcow2' as 'fixed' })).rejects.toThrow(TypeError);
     const path = fresh();
     const disk = await VirtualDisk.create(path, { size: MiB, type: 'dynamic' });
     await expect(disk.read(MiB - 1, 2)).rejects.toThrow(RangeError);

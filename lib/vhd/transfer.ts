@@ -1,0 +1,274 @@
+import { randomBytes } from 'node:crypto';
+import { open } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+import { Readable } from 'node:stream';
+import { abortError } from '../errors.js';
+import { fsError, vhdError } from './errors.js';
+import type { VhdFiles } from './files.js';
+import { DEFAULT_BLOCK_SIZE, MAX_DISK_SIZE } from './image.js';
+
+/** How far a long copy has got, as given to an `onProgress` callback. */
+export interface TransferProgress {
+  /** Bytes of the virtual disk dealt with so far (copied, or skipped as holes). */
+  done: number;
+  /** Bytes in all. */
+  total: number;
+}
+
+/** What {@link VirtualDisk.import} and {@link VirtualDisk.convert} resolve to. */
+export interface TransferResult {
+  /** Absolute path of the new image. */
+  path: string;
+  /** Virtual size of the new disk. */
+  size: number;
+  /** Bytes of data written: blocks that were all zeros (or held by no image) are not counted. */
+  bytesWritten: number;
+}
+
+/** Options shared by {@link VirtualDisk.import} and {@link VirtualDisk.convert}. */
+interface TransferOptions {
+  /** Replace a file already at the destination (default `true`); `false` fails with `EEXIST`. Atomic either way. */
+  overwrite?: boolean;
+  /** Aborts the copy: the promise rejects with an `AbortError` and the destination is left as it was. */
+  signal?: AbortSignal;
+  /** Called after each block-sized step with the bytes done so far. */
+  onProgress?: (progress: TransferProgress) => void;
+  /**
+   * Make the new image durable (`fdatasync`) before it is renamed into place (default
+   * `true`, as `create()` does). `false` skips that sync, as `qemu-img convert` does by
+   * default: as safe against a process crash, but after a power loss the destination may
+   * hold a partial image.
+   */
+  sync?: boolean;
+}
+
+/** Options of {@link VirtualDisk.import}. */
+export interface ImportDiskOptions extends TransferOptions {
+  /** The kind of image to make. */
+  type: 'dynamic' | 'fixed' | 'raw';
+  /** Bytes the stream holds (a multiple of 512); optional for a `fs.ReadStream` of a whole file. */
+  size?: number;
+}
+
+/** Options of {@link VirtualDisk.convert}. */
+export interface ConvertDiskOptions extends TransferOptions {
+  /** The kind of image to make. */
+  type: 'dynamic' | 'fixed' | 'raw';
+  /** Format of the source: `vhd` (default) or `raw`. */
+  format?: 'vhd' | 'raw';
+}
+
+/** Options of {@link VirtualDisk.createReadStream}. */
+export interface DiskReadStreamOptions {
+  /** First byte to read (default 0). */
+  start?: number;
+  /** Last byte to read, inclusive as in `fs.createReadStream` (default: the disk's last byte). */
+  end?: number;
+  /** Bytes per chunk, and the stream's buffer limit (default 2 MiB). */
+  highWaterMark?: number;
+}
+
+/** The parts of a disk a copy reads from. */
+interface CopySource {
+  readonly size: number;
+  read(offset: number, length: number): Promise<Buffer>;
+}
+
+/** The part of a disk a copy writes to. */
+interface CopyTarget {
+  readonly size: number;
+  write(offset: number, data: Uint8Array): Promise<void>;
+}
+
+/** Checks the options every copy takes (TypeError). */
+export function checkTransferOptions(overwrite: unknown, signal: unknown, onProgress: unknown, sync?: unknown): void {
+  if (overwrite !== undefined && typeof overwrite !== 'boolean') throw new TypeError('overwrite must be a boolean');
+  if (sync !== undefined && typeof sync !== 'boolean') throw new TypeError('sync must be a boolean');
+  if (signal !== undefined && !(signal instanceof AbortSignal)) throw new TypeError('signal must be an AbortSignal');
+  if (onProgress !== undefined && typeof onProgress !== 'function') throw new TypeError('onProgress must be a function');
+}
+
+/**
+ * Runs `fill(tmp)` on a temporary path beside `path`, then puts the result in place: renamed
+ * over `path` with `replace`, linked in only where nothing is (EEXIST) without. On any
+ * failure (an abort included) the temporary file is removed and `path` is untouched; a crash
+ * leaves at most the temporary file.
+ */
+export async function replaceAtomically(path: string, replace: boolean, op: string, files: VhdFiles, fill: (tmp: string) => Promise<void>): Promise<void> {
+  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  try {
+    await fill(tmp);
+    if (replace) await files.rename(tmp, path);
+    else {
+      await files.link(tmp, path);
+      await files.remove(tmp);
+    }
+  } catch (err) {
+    await files.remove(tmp).catch(() => undefined);
+    throw fsError(err, op, path);
+  }
+}
+
+/** Block writes {@link importInto} keeps in flight. */
+const MAX_IN_FLIGHT = 4;
+
+/** Whether every byte of `b` is zero (a memcmp against zeros, not a loop in JS). */
+function isZero(b: Buffer, zeros: Buffer): boolean {
+  return b.length <= zeros.length && b.equals(zeros.subarray(0, b.length));
+}
+
+/**
+ * Copies `source` into the empty `target` block by block. Blocks that `holdsData` says no
+ * image stores are skipped unread; blocks read as all zeros are skipped too (the target
+ * already reads zeros there).
+ */
+export async function copyDisk(
+  source: CopySource,
+  holdsData: (offset: number, length: number) => boolean,
+  target: CopyTarget,
+  { signal, onProgress }: TransferOptions,
+): Promise<number> {
+  const step = DEFAULT_BLOCK_SIZE;
+  const zeros = Buffer.alloc(step);
+  const total = source.size;
+  let written = 0;
+  for (let offset = 0, steps = 0; offset < total; offset += step) {
+    if (signal?.aborted) throw abortError(signal);
+    const length = Math.min(step, total - offset);
+    // A mostly empty 2 TiB disk is a million blocks skipped without I/O: let others run.
+    if (++steps % 4096 === 0) await new Promise(setImmediate);
+    if (holdsData(offset, length)) {
+      const data = await source.read(offset, length);
+      if (!isZero(data, zeros)) {
+        await target.write(offset, data);
+        written += data.length;
+      }
+    }
+    onProgress?.({ done: offset + length, total });
+  }
+  return written;
+}
+
+/**
+ * Writes the raw bytes of `source` into the empty `target`, which is exactly `size` bytes:
+ * gathered into whole blocks so that each block is written (or, all zeros, skipped) at once.
+ * RangeError when the stream holds more or fewer than `size` bytes.
+ */
+export async function importInto(
+  target: CopyTarget,
+  source: AsyncIterable<Uint8Array>,
+  size: number,
+  { signal, onProgress }: TransferOptions,
+): Promise<number> {
+  const step = DEFAULT_BLOCK_SIZE;
+  const zeros = Buffer.alloc(step);
+  let written = 0;
+  let stage = Buffer.allocUnsafe(step);
+  let filled = 0;
+  let offset = 0;
+  // Writes in flight while the next chunks are read (the disk runs them in order): reading
+  // and writing overlap, as qemu-img's parallel requests do.
+  const inFlight: Array<Promise<void>> = [];
+  const put = async (data: Buffer): Promise<void> => {
+    if (!isZero(data, zeros)) {
+      const writing = target.write(offset, data);
+      written += data.length;
+      writing.catch(() => undefined); // awaited below; not an unhandled rejection meanwhile
+      inFlight.push(writing);
+      if (inFlight.length >= MAX_IN_FLIGHT) await inFlight.shift();
+    }
+    offset += data.length;
+    onProgress?.({ done: offset, total: size });
+  };
+  const onAbort = (): void => {
+    // Ends a `for await` that waits on a stream which may never produce again.
+    if (source instanceof Readable) source.destroy(abortError(signal as AbortSignal));
+  };
+  signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    for await (const chunk of source) {
+      if (signal?.aborted) throw abortError(signal);
+      if (!(chunk instanceof Uint8Array)) throw new TypeError('the source must produce Buffers or Uint8Arrays (not strings: no encoding)');
+      const bytes = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length);
+      if (offset + filled + bytes.length > size) throw new RangeError(`the source holds more than the ${size} bytes expected`);
+      for (let used = 0; used < bytes.length; ) {
+        if (filled === 0 && bytes.length - used >= step) {
+          // A whole block in the chunk (as from a stream of block-sized reads): no copy.
+          await put(bytes.subarray(used, used + step));
+          used += step;
+          continue;
+        }
+        const n = Math.min(step - filled, bytes.length - used);
+        bytes.copy(stage, filled, used, used + n);
+        filled += n;
+        used += n;
+        if (filled === step) {
+          await put(stage);
+          stage = Buffer.allocUnsafe(step); // the last one may still be being written
+          filled = 0;
+        }
+      }
+    }
+    if (filled > 0) await put(stage.subarray(0, filled));
+    while (inFlight.length > 0) await inFlight.shift();
+    if (signal?.aborted) throw abortError(signal);
+    if (offset !== size) throw new RangeError(`the source ended after ${offset} bytes, ${size} expected`);
+    return written;
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
+    // Never leave writes running into a disk the caller is about to close and remove.
+    await Promise.allSettled(inFlight);
+  }
+}
+
+/** A Readable of bytes [start, end] of a disk of `size` bytes, read on demand through `read`. */
+export function diskReadStream(size: number, options: DiskReadStreamOptions, read: (offset: number, length: number) => Promise<Buffer>): Readable {
+  const { start = 0, end = size - 1, highWaterMark = DEFAULT_BLOCK_SIZE } = options ?? {};
+  if (!Number.isSafeInteger(start) || start < 0) throw new RangeError(`start must be a non-negative integer, got ${start}`);
+  if (!Number.isSafeInteger(end) || end >= size) throw new RangeError(`end must be an integer below the disk size ${size}, got ${end}`);
+  if (end < start - 1) throw new RangeError(`end ${end} is before start ${start}`);
+  if (!Number.isSafeInteger(highWaterMark) || highWaterMark <= 0) throw new RangeError(`highWaterMark must be a positive integer, got ${highWaterMark}`);
+  let pos = start;
+  return new Readable({
+    highWaterMark,
+    read(this: Readable) {
+      if (pos > end) {
+        this.push(null);
+        return;
+      }
+      const length = Math.min(highWaterMark, end + 1 - pos);
+      const at = pos;
+      pos += length;
+      read(at, length).then(
+        (chunk) => this.push(chunk),
+        (err: unknown) => this.destroy(err as Error),
+      );
+    },
+  });
+}
+
+/** Checks the path, type and size of a disk to be made; TypeError, RangeError or VHD_TOO_LARGE. */
+export function checkNewDisk(path: string, type: unknown, size: number | undefined): asserts type is 'dynamic' | 'fixed' | 'raw' {
+  if (typeof path !== 'string' || path === '') throw new TypeError('path must be a non-empty string');
+  if (type !== 'dynamic' && type !== 'fixed' && type !== 'raw') throw new TypeError(`type must be 'dynamic', 'fixed' or 'raw', got ${String(type)}`);
+  if (!Number.isSafeInteger(size) || (size as number) <= 0 || (size as number) % 512 !== 0) {
+    throw new RangeError(`size must be a positive multiple of 512, got ${size}`);
+  }
+  if ((size as number) > MAX_DISK_SIZE && type !== 'raw') {
+    throw vhdError('VHD_TOO_LARGE', `size ${size} exceeds the 2040 GiB VHD limit`, resolve(path), 'vhd.create');
+  }
+}
+
+/** The byte count of a `fs.ReadStream` over a whole file; TypeError for any other source. */
+export async function sizeOfFileStream(source: unknown): Promise<number> {
+  const s = source as { path?: unknown; start?: unknown; end?: unknown; bytesRead?: unknown };
+  if (typeof s.path !== 'string' || (s.start !== undefined && s.start !== 0) || (s.end !== undefined && s.end !== Infinity) || s.bytesRead !== 0) {
+    throw new TypeError('size is required unless source is a fs.ReadStream of a whole file');
+  }
+  const fh = await open(s.path, 'r');
+  try {
+    return (await fh.stat()).size;
+  } finally {
+    await fh.close();
+  }
+}
