@@ -10,9 +10,12 @@
  *   Here the connection that created (or restored) a domain carries them out while it is
  *   open (destroy, restart with the same configuration and uuid, preserve). Coredump
  *   actions destroy/restart without writing a core; `soft-reset` preserves the domain.
- * - Events come from xenstored's `@introduceDomain` / `@releaseDomain` watches and a
- *   comparison of the domain list (libxl's death watches would keep the process alive,
- *   which the contract forbids for a subscription).
+ * - Events come from comparing libxl's domain list with the previous one, every
+ *   `pollMs` (250) while anyone listens, a console is open or a domain awaits its
+ *   shutdown action, and at once after this connection's own operations. libxl's death
+ *   watches and xenstored's `@introduceDomain`/`@releaseDomain` watches would report
+ *   sooner but keep the process alive, which the contract forbids for a subscription;
+ *   the poll runs on an unref'd timer.
  * - `save` writes a small header (the domain's libxl configuration, as `xl save` does in
  *   its own header) before libxl's stream; `restore` reads it back. The format is
  *   xenode's own: `xl restore` cannot read it, nor this `xl save` files.
@@ -76,7 +79,13 @@ export type LibxlPort = Pick<
 /** What the toolstack uses of libxenctrl. */
 export type XenCtrlPort = Pick<XenCtrl, 'version' | 'physinfo' | 'setVcpuAffinity' | 'close'>;
 /** What the toolstack uses of a xenstore connection (dom0's). */
-export type XenStorePort = Pick<XenStoreConnection, 'read' | 'directory' | 'watch' | 'unwatch' | 'onWatchEvent' | 'close'>;
+export type XenStorePort = Pick<XenStoreConnection, 'read' | 'directory' | 'close'>;
+
+/** Tuning of a {@link NativeToolstack}. */
+export interface NativeToolstackOptions {
+  /** How often the domain list is compared for events, in ms (250). */
+  pollMs?: number;
+}
 
 /** The first bytes of a xenode save image; a 4-byte big-endian length and the libxl config JSON follow, then libxl's stream. */
 export const SAVE_MAGIC = Buffer.from('xenode-save-v1\n\0', 'latin1');
@@ -84,7 +93,6 @@ export const SAVE_MAGIC = Buffer.from('xenode-save-v1\n\0', 'latin1');
 const REASONS: ShutdownReason[] = ['poweroff', 'reboot', 'suspend', 'crash', 'watchdog', 'soft_reset'];
 const XENBUS: XenbusState[] = ['unknown', 'initialising', 'initwait', 'initialised', 'connected', 'closing', 'closed', 'reconfiguring', 'reconfigured'];
 const KINDS: DeviceKind[] = ['vbd', 'vif', 'pci'];
-const WATCH_TOKEN = 'xenode-toolstack';
 
 /** libxl's shutdown reason (a name or the enum's number) as the contract's name. */
 export function shutdownReason(raw: string | number | undefined): ShutdownReason {
@@ -168,6 +176,7 @@ interface Known {
   name: string;
   down: boolean;
   dying: boolean;
+  reason: string | number | undefined;
 }
 
 export class NativeToolstack implements ToolstackConnection {
@@ -188,7 +197,12 @@ export class NativeToolstack implements ToolstackConnection {
     private readonly libxl: LibxlPort,
     private readonly xc: XenCtrlPort,
     private readonly xs: XenStorePort,
-  ) {}
+    options: NativeToolstackOptions = {},
+  ) {
+    this.pollMs = options.pollMs ?? 250;
+  }
+
+  private readonly pollMs: number;
 
   private check(op: string): void {
     if (this.closed) throw closedError(op);
@@ -301,7 +315,7 @@ export class NativeToolstack implements ToolstackConnection {
       if (await this.nameTaken(config.name)) throw inval('domains.create', `a domain called '${config.name}' exists already`);
       const free = (await this.xc.physinfo()).freeMemoryKb;
       if (kib(config.memory) > free) throw XenError.fromErrno('ENOMEM', { op: 'domains.create', path: config.name });
-      await this.startWatching();
+      await this.startWatching().catch(() => undefined);
       const domid = await this.libxl.createDomain(json as LibxlJson, { paused: true });
       this.managed.set(domid, true);
       try {
@@ -391,6 +405,8 @@ export class NativeToolstack implements ToolstackConnection {
       await this.libxl.domainInfo(domid);
       if (await this.nameTaken(name, domid)) throw inval('domain.rename', `a domain called '${name}' exists already`, domid);
       await this.libxl.renameDomain(domid, name);
+      const known = this.known?.get(domid);
+      if (known !== undefined) known.name = name;
     });
   }
 
@@ -508,22 +524,38 @@ export class NativeToolstack implements ToolstackConnection {
     for (const l of [...this.listeners]) l(event);
   }
 
-  /** Snapshots the domain list, then watches xenstored's domain events. */
+  /** Snapshots the domain list and starts comparing it with later ones. */
   private startWatching(): Promise<void> {
     this.watching ??= (async () => {
-      this.known = await this.snapshot();
-      this.xs.onWatchEvent = (_path, token) => {
-        if (token === WATCH_TOKEN) this.kick();
-      };
-      await this.xs.watch('@introduceDomain', WATCH_TOKEN);
-      await this.xs.watch('@releaseDomain', WATCH_TOKEN);
-    })();
+      this.known = await this.snapshot(new Map());
+      this.schedule();
+    })().catch((err: unknown) => {
+      this.watching = undefined;
+      throw err;
+    });
     return this.watching;
   }
 
-  private async snapshot(): Promise<Map<number, Known>> {
+  /** The next comparison, unless nobody needs events any more. */
+  private schedule(): void {
+    clearTimeout(this.retry);
+    if (this.closed) return;
+    if (this.listeners.size === 0 && this.managed.size === 0 && this.consoles.size === 0) {
+      this.watching = undefined;
+      this.known = undefined;
+      return;
+    }
+    this.retry = setTimeout(() => this.kick(), this.pollMs).unref();
+  }
+
+  /** The domain list; names are read from xenstore for domains not seen before. */
+  private async snapshot(previous: Map<number, Known>): Promise<Map<number, Known>> {
     const map = new Map<number, Known>();
-    for (const d of await this.listDomains()) map.set(d.domid, { name: d.name, down: d.state === 'shutdown' || d.state === 'crashed', dying: d.state === 'dying' });
+    for (const d of await this.libxl.listDomains()) {
+      const name = previous.get(d.domid)?.name ?? (await this.xsRead(`/local/domain/${d.domid}/name`)) ?? (d.domid === 0 ? 'Domain-0' : '');
+      const state = domainState(d);
+      map.set(d.domid, { name, down: state === 'shutdown' || state === 'crashed', dying: state === 'dying', reason: d.shutdown_reason });
+    }
     return map;
   }
 
@@ -541,14 +573,14 @@ export class NativeToolstack implements ToolstackConnection {
         if (this.again) {
           this.again = false;
           this.kick();
-        }
+        } else this.schedule();
       });
   }
 
   private async resync(): Promise<void> {
     const before = this.known;
     if (before === undefined || this.closed) return;
-    const now = await this.snapshot();
+    const now = await this.snapshot(before);
     if (this.closed) return;
     this.known = now;
     const actions: Promise<void>[] = [];
@@ -563,16 +595,10 @@ export class NativeToolstack implements ToolstackConnection {
       const old = before.get(domid);
       if (old === undefined) this.emit({ type: 'created', domid, name: d.name });
       if (d.down && !old?.down) {
-        const info = await this.libxl.domainInfo(domid).catch(() => undefined);
-        const reason = shutdownReason(info?.shutdown_reason);
+        const reason = shutdownReason(d.reason);
         this.emit({ type: 'shutdown', domid, name: d.name, reason });
         if (this.managed.has(domid)) actions.push(this.onShutdown(domid, reason).catch(() => undefined));
       }
-    }
-    // xenstored reports a domain's release when it starts dying, not when it is gone.
-    if ([...now.values()].some((d) => d.dying)) {
-      clearTimeout(this.retry);
-      this.retry = setTimeout(() => this.kick(), 100).unref();
     }
     await Promise.all(actions);
   }

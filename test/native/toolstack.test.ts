@@ -4,6 +4,7 @@
  * records, which error codes come out, and what it does when a domain shuts down. The
  * same code against real Xen runs in test/xen/toolstack.test.ts.
  */
+import { spawn, spawnSync } from 'node:child_process';
 import { readSync, writeSync } from 'node:fs';
 import { PassThrough, Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
@@ -121,16 +122,9 @@ class FakeHost {
       return Buffer.from(v);
     },
     directory: async (_tx, path) => [...new Set([...this.store.keys()].filter((k) => k.startsWith(`${path}/`)).map((k) => k.slice(path.length + 1).split('/')[0] as string))],
-    watch: async (path, token) => void this.calls.push(['watch', path, token]),
-    unwatch: async () => undefined,
-    onWatchEvent: undefined,
     close: async () => void this.closed.push('xs'),
   };
 
-  /** Fires xenstored's domain watch, as a domain appears, shuts down or goes. */
-  fire(): void {
-    this.xs.onWatchEvent?.('@releaseDomain', 'xenode-toolstack');
-  }
 
   vbd(domid: number, devid: number, vdev: string, params: string, state = '4'): void {
     const fe = `/local/domain/${domid}/device/vbd/${devid}`;
@@ -140,7 +134,7 @@ class FakeHost {
   }
 
   toolstack(): NativeToolstack {
-    return new NativeToolstack(this.libxl, this.xc, this.xs);
+    return new NativeToolstack(this.libxl, this.xc, this.xs, { pollMs: 5 });
   }
 }
 
@@ -297,14 +291,12 @@ describe('native toolstack: events and shutdown actions', () => {
     const domid = await ts.createDomain(cfg);
     await tick();
     Object.assign(host.doms.get(domid)?.info ?? {}, { shutdown: true, shutdown_reason: 'poweroff' });
-    host.fire();
     await tick();
     expect(seen).toEqual([
       { type: 'created', domid, name: 'vm1' },
       { type: 'shutdown', domid, name: 'vm1', reason: 'poweroff' },
       { type: 'death', domid, name: 'vm1' },
     ]);
-    expect(host.calls).toContainEqual(['watch', '@introduceDomain', 'xenode-toolstack']);
     expect(host.calls).toContainEqual(['destroy', domid]);
   });
 
@@ -316,7 +308,6 @@ describe('native toolstack: events and shutdown actions', () => {
     const domid = await ts.createDomain(cfg);
     await tick();
     Object.assign(host.doms.get(domid)?.info ?? {}, { shutdown: true, shutdown_reason: 'reboot' });
-    host.fire();
     await tick();
     const again = await ts.domidByName('vm1');
     expect(again).not.toBe(domid);
@@ -332,11 +323,29 @@ describe('native toolstack: events and shutdown actions', () => {
     await ts.listDomains();
     await tick();
     for (const d of [kept, other]) Object.assign(host.doms.get(d)?.info ?? {}, { shutdown: true });
-    host.fire();
     await tick();
     expect(await ts.domainInfo(kept)).toMatchObject({ state: 'shutdown', shutdownReason: 'poweroff' });
     expect((await ts.domainInfo(other)).state).toBe('shutdown');
     expect(host.calls.some((c) => c[0] === 'destroy')).toBe(false);
+  });
+});
+
+describe('native toolstack: polling', () => {
+  it('compares the domain list only while someone needs events', async () => {
+    const host = new FakeHost();
+    let lists = 0;
+    const list = host.libxl.listDomains;
+    host.libxl.listDomains = () => (lists++, list());
+    const ts = host.toolstack();
+    const stop = ts.subscribe(() => undefined);
+    await tick();
+    expect(lists).toBeGreaterThan(1);
+    stop();
+    await tick();
+    const after = lists;
+    await tick();
+    expect(lists).toBe(after);
+    await ts.close();
   });
 });
 
@@ -367,6 +376,52 @@ describe('native toolstack: save and restore', () => {
     broken.on('error', () => undefined);
     await expect(ts.save(domid, broken)).rejects.toThrow('disk full');
     expect((await ts.listDomains()).map((d) => d.name)).toContain('vm1');
+  });
+});
+
+/** Plays xenconsoled: holds a pty's master, prints the slave's path, echoes upper-cased, closes the master on a line "bye". */
+const PTY_PEER = `
+import os, pty, sys
+m, s = pty.openpty()
+import tty; tty.setraw(s)
+print(os.ttyname(s), flush=True)
+# keep the slave open, as xenconsoled does, so the master reads no EIO before the client opens it
+buf = b''
+while True:
+    d = os.read(m, 100)
+    buf += d
+    if b'bye' in buf:
+        break
+    os.write(m, d.upper())
+os.close(m)
+sys.stdin.read()
+`;
+const hasPython = spawnSync('python3', ['-c', 'import pty'], { stdio: 'ignore' }).status === 0;
+
+describe.skipIf(!hasPython)('native toolstack: console', () => {
+  it('opens the pty libxl names as a Duplex that ends when the master goes', async () => {
+    const peer = spawn('python3', ['-c', PTY_PEER], { stdio: ['pipe', 'pipe', 'inherit'] });
+    try {
+      const path = await new Promise<string>((resolve) => peer.stdout.once('data', (c: Buffer) => resolve(c.toString().trim())));
+      const host = new FakeHost();
+      host.libxl.consoleTty = async () => path;
+      const ts = host.toolstack();
+      const domid = await ts.createDomain(cfg);
+      const con = await ts.openConsole(domid);
+      let text = '';
+      const got = new Promise<void>((resolve) => con.on('data', (c: Buffer) => ((text += c.toString()), text.includes('HELLO') && resolve())));
+      con.write('hello');
+      await got;
+      const ended = new Promise((r) => con.once('end', r));
+      con.write('bye');
+      await ended;
+      con.destroy();
+      con.destroy();
+      await expect(ts.openConsole(99)).rejects.toMatchObject({ code: 'ESRCH' });
+      await ts.close();
+    } finally {
+      peer.kill();
+    }
   });
 });
 
