@@ -261,19 +261,30 @@ export class NativeToolstack implements ToolstackConnection {
 
   private async describe(info: LibxlDomInfo): Promise<DomainInfo> {
     const home = `/local/domain/${info.domid}`;
-    const [name, target, staticMax] = await Promise.all([this.xsRead(`${home}/name`), this.xsRead(`${home}/memory/target`), this.xsRead(`${home}/memory/static-max`)]);
+    const [name, target, staticMax, vm, cpus] = await Promise.all([
+      this.xsRead(`${home}/name`),
+      this.xsRead(`${home}/memory/target`),
+      this.xsRead(`${home}/memory/static-max`),
+      this.xsRead(`${home}/vm`),
+      this.xsDir(`${home}/cpu`),
+    ]);
+    // libxl's dominfo JSON leaves the uuid out; the domain's /vm/<uuid> path has it.
+    const uuid = /^\/vm\/([0-9a-f-]{36})$/i.exec(vm ?? '')?.[1] ?? info.uuid;
+    // vCPUs the toolstack set online (cpu/N/availability, as libxl_set_vcpuonline writes
+    // it): what Xen counts as up lags until the guest kernel has brought them up.
+    const avail = cpus.length ? (await Promise.all(cpus.map((n) => this.xsRead(`${home}/cpu/${n}/availability`)))).filter((a) => a === 'online').length : 0;
     const state = domainState(info);
     const out: DomainInfo = {
       domid: info.domid,
       name: name ?? (info.domid === 0 ? 'Domain-0' : ''),
-      uuid: info.uuid ?? '00000000-0000-0000-0000-000000000000',
+      uuid: uuid ?? '00000000-0000-0000-0000-000000000000',
       state,
       memory: {
         current: mibOf(info.current_memkb),
         target: target === undefined ? mibOf(info.current_memkb) : mibOf(Number(target)),
         max: staticMax === undefined ? mibOf(info.max_memkb) : mibOf(Number(staticMax)),
       },
-      vcpus: { online: info.vcpu_online ?? 0, max: (info.vcpu_max_id ?? 0) + 1 },
+      vcpus: { online: avail || (info.vcpu_online ?? 0), max: (info.vcpu_max_id ?? 0) + 1 },
       cpuTime: (info.cpu_time ?? 0) / 1e9,
     };
     if (state === 'shutdown' || state === 'crashed') out.shutdownReason = shutdownReason(info.shutdown_reason);

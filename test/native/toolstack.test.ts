@@ -43,12 +43,14 @@ class FakeHost {
     const domid = this.next++;
     const c = config as { c_info: { name: string; uuid?: string }; b_info: { target_memkb: number; max_memkb: number; max_vcpus: number; avail_vcpus: number[] } };
     this.doms.set(domid, {
-      info: { domid, uuid: c.c_info.uuid ?? `00000000-0000-0000-0000-00000000000${domid}`, paused, blocked: !paused, current_memkb: c.b_info.target_memkb, max_memkb: c.b_info.max_memkb + 1024, vcpu_online: c.b_info.avail_vcpus.length, vcpu_max_id: c.b_info.max_vcpus - 1, cpu_time: 0 },
+      info: { domid, uuid: c.c_info.uuid ?? `00000000-0000-0000-0000-00000000000${domid}`, vcpu_online: 1, paused, blocked: !paused, current_memkb: c.b_info.target_memkb, max_memkb: c.b_info.max_memkb + 1024, vcpu_max_id: c.b_info.max_vcpus - 1, cpu_time: 0 },
       config,
     });
     this.store.set(`/local/domain/${domid}/name`, c.c_info.name);
     this.store.set(`/local/domain/${domid}/memory/target`, String(c.b_info.target_memkb));
     this.store.set(`/local/domain/${domid}/memory/static-max`, String(c.b_info.max_memkb));
+    this.store.set(`/local/domain/${domid}/vm`, `/vm/${this.doms.get(domid)?.info.uuid}`);
+    for (let i = 0; i < c.b_info.max_vcpus; i++) this.store.set(`/local/domain/${domid}/cpu/${i}/availability`, c.b_info.avail_vcpus.includes(i) ? 'online' : 'offline');
     return domid;
   }
 
@@ -164,6 +166,11 @@ describe('native toolstack: records', () => {
     expect(dom0).toMatchObject({ domid: 0, name: 'Domain-0', state: 'running', cpuTime: 5, vcpus: { online: 2, max: 2 }, memory: { current: 1024 } });
     expect(vm).toEqual({ domid, name: 'vm1', uuid: expect.any(String), state: 'blocked', memory: { current: 128, target: 128, max: 256 }, vcpus: { online: 1, max: 2 }, cpuTime: 0 });
     expect(await ts.domidByName('vm1')).toBe(domid);
+    // Real libxl leaves the uuid out of dominfo, and Xen counts vCPUs only once the guest brought them up.
+    const two = await ts.createDomain({ ...cfg, name: 'vm2', vcpus: 2, maxVcpus: 3 });
+    const uuid = host.doms.get(two)?.info.uuid;
+    delete host.doms.get(two)?.info.uuid;
+    expect(await ts.domainInfo(two)).toMatchObject({ uuid, vcpus: { online: 2, max: 3 } });
     await expect(ts.domidByName('nobody')).rejects.toMatchObject({ code: 'ESRCH' });
     expect(await ts.domainConfig(domid)).toMatchObject({ name: 'vm1', memory: 128, maxMemory: 256, vcpus: 1, maxVcpus: 2 });
   });

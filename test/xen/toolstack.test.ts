@@ -10,6 +10,7 @@
  *                         /opt/xenci/guest.cpio.gz, which powers off by itself: then
  *                         tests that need the guest to stay up fail)
  *   XENODE_GUEST_TYPE     pv (default) or pvh
+ *   XENODE_GUEST_MEMORY   MiB for the suite's default guest (128; its 64 is too small)
  *   XENODE_HOTPLUG=1      /srv/conf-root.img, /srv/conf-data.img and bridge xenbr0 exist
  *   XENODE_SAVE_RESTORE=1 the guest kernel suspends (PV suspend) for save/restore
  *   XENODE_ASSIGNABLE_PCI a BDF the host can pass through (rarely under QEMU)
@@ -29,6 +30,8 @@ describe.skipIf(!onRealXen)('native toolstack on real Xen', () => {
     kernel: env.XENODE_GUEST_KERNEL ?? '/opt/xenci/vmlinuz',
     guestConfig: {
       type: env.XENODE_GUEST_TYPE === 'pvh' ? 'pvh' : 'pv',
+      // The busybox guest's kernel and initramfs do not fit in the suite's 64 MiB.
+      memory: Number(env.XENODE_GUEST_MEMORY ?? 128),
       ramdisk: env.XENODE_GUEST_RAMDISK ?? env.XENODE_SLEEP_RAMDISK ?? '/opt/xenci/guest.cpio.gz',
       cmdline: 'console=hvc0 quiet',
     },
