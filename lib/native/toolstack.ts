@@ -269,7 +269,8 @@ export class NativeToolstack implements ToolstackConnection {
       this.xsDir(`${home}/cpu`),
     ]);
     // libxl's dominfo JSON leaves the uuid out; the domain's /vm/<uuid> path has it.
-    const uuid = /^\/vm\/([0-9a-f-]{36})$/i.exec(vm ?? '')?.[1] ?? info.uuid;
+    let uuid = /^\/vm\/([0-9a-f]{8}-[0-9a-f-]{27})/i.exec(vm ?? '')?.[1] ?? info.uuid;
+    if (uuid === undefined && info.domid !== 0) uuid = ((await this.libxl.domainConfig(info.domid).catch(() => undefined)) as LibxlDomainConfig | undefined)?.c_info?.uuid;
     // vCPUs the toolstack set online (cpu/N/availability, as libxl_set_vcpuonline writes
     // it): what Xen counts as up lags until the guest kernel has brought them up.
     const avail = cpus.length ? (await Promise.all(cpus.map((n) => this.xsRead(`${home}/cpu/${n}/availability`)))).filter((a) => a === 'online').length : 0;
@@ -299,7 +300,7 @@ export class NativeToolstack implements ToolstackConnection {
   }
 
   domainInfo(domid: number): Promise<DomainInfo> {
-    return this.run('domain.info', domid, async () => this.describe(await this.libxl.domainInfo(domid)));
+    return this.run('domain.info', domid, async () => this.describe(await this.existing(domid, 'domain.info')));
   }
 
   domidByName(name: string): Promise<number> {
@@ -343,6 +344,16 @@ export class NativeToolstack implements ToolstackConnection {
     });
   }
 
+  /**
+   * libxl's dominfo of `domid`; ESRCH when there is none. (The binding has been seen to
+   * answer a domid above every domain's with another domain's info: check the id.)
+   */
+  private async existing(domid: number, op: string): Promise<LibxlDomInfo> {
+    const info = await this.libxl.domainInfo(domid);
+    if (info.domid !== domid) throw XenError.fromErrno('ESRCH', { op, domid });
+    return info;
+  }
+
   private notDom0(domid: number, op: string): void {
     if (domid === 0) throw inval(op, 'dom0 cannot be paused, shut down or destroyed', 0);
   }
@@ -350,6 +361,8 @@ export class NativeToolstack implements ToolstackConnection {
   pause(domid: number): Promise<void> {
     return this.run('domain.pause', domid, async () => {
       this.notDom0(domid, 'domain.pause');
+      // Xen counts controller pauses (each needs its unpause); the contract does not.
+      if ((await this.existing(domid, 'domain.pause')).paused) return;
       await this.libxl.pauseDomain(domid);
     });
   }
@@ -363,7 +376,7 @@ export class NativeToolstack implements ToolstackConnection {
   shutdown(domid: number, request: ShutdownRequest): Promise<void> {
     return this.run('domain.shutdown', domid, async () => {
       this.notDom0(domid, 'domain.shutdown');
-      await this.libxl.domainInfo(domid);
+      await this.existing(domid, 'domain');
       if (request === 'reboot') await this.libxl.rebootDomain(domid);
       else await this.libxl.shutdownDomain(domid);
     });
@@ -413,7 +426,7 @@ export class NativeToolstack implements ToolstackConnection {
 
   rename(domid: number, name: string): Promise<void> {
     return this.run('domain.rename', domid, async () => {
-      await this.libxl.domainInfo(domid);
+      await this.existing(domid, 'domain');
       if (await this.nameTaken(name, domid)) throw inval('domain.rename', `a domain called '${name}' exists already`, domid);
       await this.libxl.renameDomain(domid, name);
       const known = this.known?.get(domid);
@@ -465,7 +478,7 @@ export class NativeToolstack implements ToolstackConnection {
 
   listDevices(domid: number): Promise<DeviceInfo[]> {
     return this.run('domain.listDevices', domid, async () => {
-      await this.libxl.domainInfo(domid);
+      await this.existing(domid, 'domain');
       const out: DeviceInfo[] = [];
       for (const kind of KINDS) {
         for (const devid of await this.xsDir(`/local/domain/${domid}/device/${kind}`)) {
@@ -635,7 +648,7 @@ export class NativeToolstack implements ToolstackConnection {
 
   openConsole(domid: number): Promise<Duplex> {
     return this.run('domain.console', domid, async () => {
-      await this.libxl.domainInfo(domid);
+      await this.existing(domid, 'domain');
       const path = await this.libxl.consoleTty(domid);
       const fd = await new Promise<number>((resolve, reject) =>
         openCb(path, fsc.O_RDWR | fsc.O_NOCTTY | fsc.O_NONBLOCK, (err, fd) => (err ? reject(XenError.fromErrno(err.code ?? 'EIO', { op: 'domain.console', path, domid })) : resolve(fd))),

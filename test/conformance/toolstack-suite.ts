@@ -133,7 +133,7 @@ export function toolstackConformance(name: string, factory: ToolstackSuiteFactor
         expect((await xen.domains.get(dom.domid)).uuid).toBe(dom.uuid);
         expect((await xen.domains.list()).map((d) => d.domid)).toContain(dom.domid);
         const back = await dom.config();
-        expect(back).toMatchObject({ name: cfg.name, type: 'pvh', memory: 96, maxMemory: 128, vcpus: 2, maxVcpus: 3, uuid: dom.uuid });
+        expect(back).toMatchObject({ name: cfg.name, type: cfg.type, memory: 96, maxMemory: 128, vcpus: 2, maxVcpus: 3, uuid: dom.uuid });
       });
 
       it('takes xl.cfg text, and refuses a wrong one before creating anything', async () => {

@@ -214,6 +214,20 @@ describe('native toolstack: lifecycle', () => {
     }
   });
 
+  it('pauses once however often asked (Xen counts pauses), and says ESRCH when libxl answers for another domid', async () => {
+    const host = new FakeHost();
+    const ts = host.toolstack();
+    const domid = await ts.createDomain(cfg);
+    let pauses = 0;
+    const pause = host.libxl.pauseDomain;
+    host.libxl.pauseDomain = (d) => (pauses++, pause(d));
+    await ts.pause(domid);
+    await ts.pause(domid);
+    expect(pauses).toBe(1);
+    host.libxl.domainInfo = async () => ({ domid: 0 });
+    await expect(ts.domainInfo(30000)).rejects.toMatchObject({ code: 'ESRCH', domid: 30000 });
+  });
+
   it('refuses to pause, shut down, destroy or save dom0', async () => {
     const ts = new FakeHost().toolstack();
     for (const p of [ts.pause(0), ts.shutdown(0, 'reboot'), ts.destroy(0), ts.save(0, new PassThrough())]) await expect(p).rejects.toMatchObject({ code: 'XEN_ERROR_INVAL' });
