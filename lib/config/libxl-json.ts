@@ -37,7 +37,8 @@ const PCI_FUNC_ALL = 0xffffffff;
 
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
-function diskToLibxl(d: DiskConfig): LibxlDeviceDisk {
+/** @internal One device as toLibxlConfig writes it (also used to hot-plug). */
+export function diskToLibxl(d: DiskConfig): LibxlDeviceDisk {
   const cdrom = d.devtype === 'cdrom';
   const out: LibxlDeviceDisk = {};
   if (d.backendDomain !== undefined) out.backend_domname = d.backendDomain;
@@ -53,7 +54,8 @@ function diskToLibxl(d: DiskConfig): LibxlDeviceDisk {
   return out;
 }
 
-function nicToLibxl(n: NicConfig): LibxlDeviceNic {
+/** @internal One device as toLibxlConfig writes it (also used to hot-plug). */
+export function nicToLibxl(n: NicConfig): LibxlDeviceNic {
   const out: LibxlDeviceNic = {};
   if (n.backendDomain !== undefined) out.backend_domname = n.backendDomain;
   if (n.mtu !== undefined) out.mtu = n.mtu;
@@ -74,7 +76,8 @@ function nicToLibxl(n: NicConfig): LibxlDeviceNic {
   return out;
 }
 
-function pciToLibxl(p: PciConfig): LibxlDevicePci {
+/** @internal One device as toLibxlConfig writes it (also used to hot-plug). */
+export function pciToLibxl(p: PciConfig): LibxlDevicePci {
   const bdf = parseBdf(p.bdf);
   // Zero is libxl's default for these and its writer leaves them out; so does this one.
   const out: LibxlDevicePci = {};

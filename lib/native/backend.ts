@@ -4,13 +4,15 @@
  * saying what is missing and how to fix it. There is no fallback to the mock.
  */
 import type { EventChannelConnection, GrantConnection, ToolstackConnection, XenBackend, XenStoreConnection } from '../backend.js';
-import { XenError, closedError } from '../errors.js';
+import { closedError } from '../errors.js';
 import type { NativeAddon } from './addon.js';
 import { LibxlConnection } from './libxl.js';
 import { loadAddon } from './load.js';
 import { NativeXenStoreConnection } from './xenstore.js';
 import { NativeEventChannelConnection } from './event-channels.js';
 import { NativeGrantConnection } from './grants.js';
+import { NativeToolstack } from './toolstack.js';
+import { XenCtrl } from './xenctrl.js';
 
 /** @internal Use {@link createNativeBackend}; tests construct it with a fake addon. */
 export class NativeBackend implements XenBackend {
@@ -33,16 +35,30 @@ export class NativeBackend implements XenBackend {
   }
 
   /**
-   * The libxl binding (native/libxl.cc, lib/native/libxl.ts) is not part of this build
-   * yet: the call says so instead of falling back to anything.
+   * The toolstack (lib/native/toolstack.ts) over a libxl context, libxenctrl and dom0's
+   * xenstore connection; closed with the backend. XEN_UNAVAILABLE off a dom0 (saying
+   * which library or device is missing); XEN_VERSION_MISMATCH on another Xen release.
    */
-  async openToolstack(): Promise<ToolstackConnection> {
-    if (this.closing !== undefined) throw closedError('native.openToolstack');
-    throw new XenError(
-      'XEN_UNAVAILABLE',
-      'XEN_UNAVAILABLE: the native backend has no toolstack (libxl) binding in this build yet, so domains and host info are unavailable; xen.xenstore works. Use { backend: \'mock\' } to run domain code on a simulated host.',
-      { op: 'native.openToolstack' },
-    );
+  openToolstack(): Promise<ToolstackConnection> {
+    return this.track('native.openToolstack', async (done) => {
+      const libxl = await LibxlConnection.open(this.addon);
+      // A libxl disaster leaves the context unable to report events: nothing to do but
+      // let later calls fail; swallow it so the EventEmitter does not throw.
+      libxl.on('error', () => undefined);
+      const opened: { close(): Promise<void> }[] = [libxl];
+      try {
+        const xc = await XenCtrl.open(this.addon);
+        opened.push(xc);
+        const xs = await NativeXenStoreConnection.open(this.addon);
+        const ts = new NativeToolstack(libxl, xc, xs);
+        const close = ts.close.bind(ts);
+        ts.close = () => close().finally(done);
+        return ts;
+      } catch (err) {
+        await Promise.allSettled(opened.map((c) => c.close()));
+        throw err;
+      }
+    });
   }
 
   /**
