@@ -55,6 +55,50 @@ class AddonState {
   std::size_t cleanup_pending_ = 0;
 };
 
+// What waits for a handle to finish closing: the promises of its close() calls and the
+// cleanup hook's callbacks. Loop thread only. Every handle class keeps one, so that
+// "close twice is harmless" and "the cleanup hook waits for the close" hold alike.
+class CloseWaiters {
+ public:
+  // close(): a promise, resolved at once when the handle is closed already, else by Resolve().
+  Napi::Value Promise(Napi::Env env, bool closed) {
+    napi_deferred deferred;
+    napi_value promise;
+    NAPI_THROW_IF_FAILED(env, napi_create_promise(env, &deferred, &promise), Napi::Value());
+    if (closed) {
+      NAPI_THROW_IF_FAILED(env, napi_resolve_deferred(env, deferred, env.Undefined()), Napi::Value());
+    } else {
+      promises_.push_back(deferred);
+    }
+    return Napi::Value(env, promise);
+  }
+
+  void AddTeardown(std::function<void()> done) { teardown_.push_back(std::move(done)); }
+
+  // Once the handle has closed: resolves the close() promises, unless the environment is
+  // stopping (then no JavaScript can run and they stay unsettled).
+  void Resolve(Napi::Env env, AddonState* state) {
+    std::vector<napi_deferred> promises = std::move(promises_);
+    promises_.clear();
+    if (state->stopping()) return;
+    Napi::HandleScope scope(env);
+    for (napi_deferred deferred : promises) {
+      if (napi_resolve_deferred(env, deferred, env.Undefined()) != napi_ok) state->MarkStopping();
+    }
+  }
+
+  // The cleanup hook's callbacks, to call last: they may free the addon state.
+  std::vector<std::function<void()>> TakeTeardown() {
+    std::vector<std::function<void()>> done = std::move(teardown_);
+    teardown_.clear();
+    return done;
+  }
+
+ private:
+  std::vector<napi_deferred> promises_;
+  std::vector<std::function<void()>> teardown_;
+};
+
 }  // namespace xenode
 
 #endif  // XENODE_ADDON_H

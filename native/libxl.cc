@@ -444,23 +444,15 @@ class XlCloseWork final : public Napi::AsyncWorker {
 }  // namespace
 
 Napi::Value XlHandle::Close(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  napi_deferred deferred;
-  napi_value promise;
-  NAPI_THROW_IF_FAILED(env, napi_create_promise(env, &deferred, &promise), Napi::Value());
-  if (phase_ == Phase::kClosed) {
-    napi_resolve_deferred(env, deferred, env.Undefined());
-  } else {
-    close_waiters_.push_back(deferred);
-    BeginClose();
-  }
-  return Napi::Value(env, promise);
+  Napi::Value promise = closers_.Promise(info.Env(), phase_ == Phase::kClosed);
+  BeginClose();  // nothing to do unless open
+  return promise;
 }
 
 void XlHandle::CloseForTeardown(std::function<void()> done) {
   if (phase_ == Phase::kClosed) return done();
   Napi::HandleScope scope(Env());
-  teardown_done_.push_back(std::move(done));
+  closers_.AddTeardown(std::move(done));
   BeginClose();
 }
 
@@ -517,16 +509,12 @@ void XlHandle::Closed() {
   for (XlCall* call : completed) call->CompletionSeen();
   shared_->owner = nullptr;
   if (shared_->TsfnUsable()) shared_->tsfn.Release();
-  for (napi_deferred deferred : close_waiters_) {
-    if (napi_resolve_deferred(env, deferred, env.Undefined()) != napi_ok) state_->MarkStopping();
-  }
-  close_waiters_.clear();
+  closers_.Resolve(env, state_);
   on_event_.Reset();
   on_error_.Reset();
   async_context_.reset();
   state_->Untrack(this);
-  std::vector<std::function<void()>> done = std::move(teardown_done_);
-  teardown_done_.clear();
+  std::vector<std::function<void()>> done = closers_.TakeTeardown();
   Unref();  // collectable from now on
   for (auto& callback : done) callback();
 }

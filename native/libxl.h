@@ -219,8 +219,7 @@ class XlHandle : public Napi::ObjectWrap<XlHandle>, public NativeHandle {
   bool ref_ = false;
   std::map<uint32_t, libxl_evgen_domain_death*> watches_;
   uint32_t last_watch_id_ = 0;
-  std::vector<napi_deferred> close_waiters_;
-  std::vector<std::function<void()>> teardown_done_;
+  CloseWaiters closers_;
   Napi::FunctionReference on_event_;
   Napi::FunctionReference on_error_;
   std::unique_ptr<Napi::AsyncContext> async_context_;

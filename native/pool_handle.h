@@ -76,7 +76,7 @@ class PoolHandle : public Napi::ObjectWrap<T>, public NativeHandle {
   void CloseForTeardown(std::function<void()> done) override {
     if (phase_ == Phase::kClosed) return done();
     Napi::HandleScope scope(this->Env());
-    teardown_done_.push_back(std::move(done));
+    closers_.AddTeardown(std::move(done));
     BeginClose();
   }
 
@@ -116,15 +116,9 @@ class PoolHandle : public Napi::ObjectWrap<T>, public NativeHandle {
 
   // close(): resolves once the C handle is released. Safe to call twice.
   Napi::Value CloseMethod(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    auto deferred = Napi::Promise::Deferred::New(env);
-    if (phase_ == Phase::kClosed) {
-      deferred.Resolve(env.Undefined());
-    } else {
-      close_waiters_.push_back(deferred);
-      BeginClose();
-    }
-    return deferred.Promise();
+    Napi::Value promise = closers_.Promise(info.Env(), phase_ == Phase::kClosed);
+    BeginClose();  // nothing to do unless open
+    return promise;
   }
 
   Napi::Value IsClosed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), phase_ != Phase::kOpen); }
@@ -152,14 +146,8 @@ class PoolHandle : public Napi::ObjectWrap<T>, public NativeHandle {
     ReleaseNative();
     phase_ = Phase::kClosed;
     state_->Untrack(this);
-    std::vector<Napi::Promise::Deferred> waiters = std::move(close_waiters_);
-    close_waiters_.clear();
-    if (!state_->stopping()) {
-      Napi::HandleScope scope(this->Env());
-      for (auto& deferred : waiters) deferred.Resolve(this->Env().Undefined());
-    }
-    std::vector<std::function<void()>> done = std::move(teardown_done_);
-    teardown_done_.clear();
+    closers_.Resolve(this->Env(), state_);
+    std::vector<std::function<void()>> done = closers_.TakeTeardown();
     this->Unref();  // collectable from now on
     for (auto& callback : done) callback();
   }
@@ -168,8 +156,7 @@ class PoolHandle : public Napi::ObjectWrap<T>, public NativeHandle {
   Phase phase_ = Phase::kOpen;
   bool events_stopped_ = false;
   std::set<CallOp*> running_;
-  std::vector<Napi::Promise::Deferred> close_waiters_;
-  std::vector<std::function<void()>> teardown_done_;
+  CloseWaiters closers_;
 };
 
 }  // namespace xenode

@@ -112,8 +112,7 @@ class XsHandle : public Napi::ObjectWrap<XsHandle>, public NativeHandle {
   int watches_ = 0;
   std::deque<XsOp*> queue_;
   XsOp* running_ = nullptr;
-  std::vector<napi_deferred> close_waiters_;
-  std::vector<std::function<void()>> teardown_done_;
+  CloseWaiters closers_;
   Napi::FunctionReference on_event_;
   Napi::FunctionReference on_lost_;
   std::unique_ptr<Napi::AsyncContext> async_context_;
