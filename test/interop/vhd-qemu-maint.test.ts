@@ -3,16 +3,14 @@
  * (a fixed disk, a dynamic one whose BAT moved), repaired after a lost end footer, and
  * coalesced into read as the same bytes; images qemu makes pass xenode's check().
  */
-import { execFile } from 'node:child_process';
 import { mkdtemp, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { VirtualDisk } from '../../lib/index.js';
+import { qemuImgRunner } from '../helpers/qemu-img.js';
 import { requireTool } from '../helpers/tools.js';
 
-const run = promisify(execFile);
 const hasQemu = requireTool('qemu-img', undefined, { aptPackage: 'qemu-utils' });
 const MiB = 1024 * 1024;
 let dir: string;
@@ -26,9 +24,7 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-async function qemuImg(...args: string[]): Promise<string> {
-  return (await run('qemu-img', args, { timeout: 60_000, maxBuffer: 64 * MiB })).stdout;
-}
+const qemuImg = qemuImgRunner(60_000);
 
 /** qemu-img compare of `vhd` against the bytes xenode reads from it. */
 async function expectQemuReadsAsXenode(vhd: string): Promise<void> {

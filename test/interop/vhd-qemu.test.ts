@@ -3,16 +3,14 @@
  * reads (and writes into) what qemu makes. `-f vpc` is always given: qemu probes a fixed VHD
  * as raw otherwise. qemu ignores sector bitmaps and parents, so chains are tested in unit/.
  */
-import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { VirtualDisk } from '../../lib/index.js';
+import { qemuImgRunner } from '../helpers/qemu-img.js';
 import { requireTool } from '../helpers/tools.js';
 
-const run = promisify(execFile);
 const hasQemu = requireTool('qemu-img', undefined, { aptPackage: 'qemu-utils' });
 const MiB = 1024 * 1024;
 let dir: string;
@@ -26,9 +24,7 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-async function qemuImg(...args: string[]): Promise<string> {
-  return (await run('qemu-img', args, { timeout: 30_000, maxBuffer: 64 * MiB })).stdout;
-}
+const qemuImg = qemuImgRunner();
 
 /** Deterministic bytes with whole zero blocks in between, so sparse paths are exercised. */
 function pattern(size: number, seed: number): Buffer {
