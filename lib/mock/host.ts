@@ -190,17 +190,9 @@ export class MockHost {
 
   /** The raw backend connection, for code that implements the XenBackend contract. */
   openConnection(domid = 0): XenStoreConnection {
-    if (this.closing) throw new RangeError('MockHost: the host is closed');
     this.ensureDomain(domid);
-    const conn = openLocalConnection(this.xenstoreEngine, domid);
     // Tracked so that closing the host closes its clients; forgotten once closed.
-    this.connections.add(conn);
-    const close = conn.close.bind(conn);
-    conn.close = () => {
-      this.connections.delete(conn);
-      return close();
-    };
-    return conn;
+    return this.tracked(openLocalConnection(this.xenstoreEngine, domid));
   }
 
   /**
