@@ -152,6 +152,7 @@ void XlShared::EventLoop() {
       while (read(wake[0], buf, sizeof(buf)) > 0) {
       }
     }
+    // void libxl_childproc_sigchld_occurred(libxl_ctx *ctx);
     if (sigchld.exchange(false)) api->libxl_childproc_sigchld_occurred(ctx);
     gettimeofday(&now, nullptr);
     api->libxl_osevent_afterpoll(ctx, nfds, fds.data() + 1, now);
@@ -161,6 +162,8 @@ void XlShared::EventLoop() {
 namespace {
 
 // libxl_event_hooks.event_occurs: any thread in libxl. Calling libxl here is allowed.
+// char *libxl_event_to_json(libxl_ctx *ctx, libxl_event *p);
+// void libxl_event_free(libxl_ctx *ctx, libxl_event *event);
 void EventOccurs(void* user, libxl_event* event) {
   auto* shared = static_cast<XlShared*>(user);
   char* json = shared->api->libxl_event_to_json(shared->ctx, event);
@@ -610,6 +613,8 @@ class XlOpenOp final : public Napi::AsyncWorker {
       }
     }
     // Before anything could start a child or enable an event (both must come first).
+    // void libxl_event_register_callbacks(libxl_ctx *ctx, const libxl_event_hooks *hooks, void *user);
+    // void libxl_childproc_setmode(libxl_ctx *ctx, const libxl_childproc_hooks *hooks, void *user);
     api->libxl_event_register_callbacks(s.ctx, &kEventHooks, &s);
     api->libxl_childproc_setmode(s.ctx, &kChildprocHooks, &s);
     if (pipe2(s.wake, O_CLOEXEC | O_NONBLOCK) != 0) {

@@ -82,6 +82,8 @@ XlCall::Run DeviceRun(const DeviceKind<Device> kind, uint32_t domid, std::string
 }  // namespace
 
 // int libxl_domain_config_from_json(libxl_ctx *ctx, libxl_domain_config *p, const char *s);
+// void libxl_domain_config_init(libxl_domain_config *d_config);
+// void libxl_domain_config_dispose(libxl_domain_config *d_config);
 // int libxl_domain_create_new(libxl_ctx *ctx, libxl_domain_config *d_config, uint32_t *domid,
 //                             const libxl_asyncop_how *ao_how,
 //                             const libxl_asyncprogress_how *aop_console_how);
@@ -104,6 +106,9 @@ Napi::Value XlHandle::CreateDomain(const Napi::CallbackInfo& info) {
   }));
 }
 
+// void libxl_domain_restore_params_init(libxl_domain_restore_params *p);
+// void libxl_domain_restore_params_dispose(libxl_domain_restore_params *p);
+// int libxl_domain_restore_params_from_json(libxl_ctx *ctx, libxl_domain_restore_params *p, const char *s);
 // int libxl_domain_create_restore(libxl_ctx *ctx, libxl_domain_config *d_config, uint32_t *domid,
 //                                 int restore_fd, int send_back_fd,
 //                                 const libxl_domain_restore_params *params,
@@ -201,6 +206,8 @@ Napi::Value XlHandle::ListDomains(const Napi::CallbackInfo& info) {
 }
 
 // int libxl_domain_info(libxl_ctx*, libxl_dominfo *info_r, uint32_t domid);
+// void libxl_dominfo_init(libxl_dominfo *p);
+// void libxl_dominfo_dispose(libxl_dominfo *p);
 Napi::Value XlHandle::DomainInfo(const Napi::CallbackInfo& info) {
   uint32_t domid = Domid(info, 0);
   return Submit(new XlCall(info.Env(), this, "libxl_domain_info", domid, false, [domid](XlCall& c) -> int {
@@ -275,6 +282,10 @@ Napi::Value XlHandle::SetVcpuCount(const Napi::CallbackInfo& info) {
                                      domid));
       return ERROR_INVAL;
     }
+    // void libxl_bitmap_init(libxl_bitmap *map);
+    // int libxl_bitmap_alloc(libxl_ctx *ctx, libxl_bitmap *bitmap, int n_bits);
+    // void libxl_bitmap_set(libxl_bitmap *bitmap, int bit);
+    // void libxl_bitmap_dispose(libxl_bitmap *map);
     libxl_bitmap map;
     api.libxl_bitmap_init(&map);
     c.SetOp("libxl_bitmap_alloc");
@@ -291,6 +302,8 @@ Napi::Value XlHandle::SetVcpuCount(const Napi::CallbackInfo& info) {
 
 namespace {
 
+// void libxl_device_<kind>_init(libxl_device_<kind> *p);
+// void libxl_device_<kind>_dispose(libxl_device_<kind> *p);
 // int libxl_device_<kind>_from_json(libxl_ctx *ctx, libxl_device_<kind> *p, const char *s);
 // int libxl_device_<kind>_add(libxl_ctx *ctx, uint32_t domid, libxl_device_<kind> *d,
 //                             const libxl_asyncop_how *ao_how);
@@ -358,6 +371,8 @@ Napi::Value XlHandle::Suspend(const Napi::CallbackInfo& info) {
   }));
 }
 
+// void libxl_domain_remus_info_init(libxl_domain_remus_info *p);
+// void libxl_domain_remus_info_dispose(libxl_domain_remus_info *p);
 // int libxl_domain_remus_info_from_json(libxl_ctx *ctx, libxl_domain_remus_info *p, const char *s);
 // int libxl_domain_remus_start(libxl_ctx *ctx, libxl_domain_remus_info *info, uint32_t domid,
 //                              int send_fd, int recv_fd, const libxl_asyncop_how *ao_how);

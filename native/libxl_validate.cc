@@ -217,6 +217,12 @@ const Validator* LoadValidator(Failure* failure) {
 }
 
 // Parses `json` as a libxl_<T> and prints it back, in a context of the private copy.
+// For each type T named in XENODE_VALIDATOR_SYMBOLS (domain_config, device_disk, device_nic,
+// device_pci, domain_restore_params, domain_remus_info), from _libxl_types.h:
+// void libxl_<T>_init(libxl_<T> *p);
+// void libxl_<T>_dispose(libxl_<T> *p);
+// int libxl_<T>_from_json(libxl_ctx *ctx, libxl_<T> *p, const char *s);
+// char *libxl_<T>_to_json(libxl_ctx *ctx, libxl_<T> *p);
 template <typename T>
 int RoundTrip(const Validator& v, libxl_ctx* ctx, void (*init)(T*), void (*dispose)(T*),
               int (*from_json)(libxl_ctx*, T*, const char*), char* (*to_json)(libxl_ctx*, T*), const std::string& json,
@@ -249,6 +255,8 @@ class ValidateOp final : public PromiseWorker {
     if (v == nullptr) return Fail(failure);
     XlLog log;
     libxl_ctx* ctx = nullptr;
+    // int libxl_ctx_alloc(libxl_ctx **pctx, int version, unsigned flags, xentoollog_logger *lg);
+    // int libxl_ctx_free(libxl_ctx *ctx);
     int rc = v->libxl_ctx_alloc(&ctx, LIBXL_VERSION, 0, log.logger());
     if (rc != 0) return Fail(errors::FromLibxl(rc, "libxl_ctx_alloc", log.Since(0)));
     std::string op = "libxl_" + type_ + "_from_json";

@@ -327,6 +327,8 @@ Napi::Value XcHandle::McaFetch(const Napi::CallbackInfo& info) {
       [this, out, urgent, acking, ack_id] {
         xc_hypercall_buffer_t hb{};
         hb.ubuf = reinterpret_cast<void*>(-1);
+        // void *xc__hypercall_buffer_alloc(xc_interface *xch, xc_hypercall_buffer_t *b, size_t size);
+        // void xc__hypercall_buffer_free(xc_interface *xch, xc_hypercall_buffer_t *b);
         void* buf = api_->xc__hypercall_buffer_alloc(xch_, &hb, sizeof(mc_info_t));
         if (buf == nullptr) return errors::FromXenCall(errno, "xc_hypercall_buffer_alloc");
         std::memset(buf, 0, sizeof(mc_info_t));

@@ -357,6 +357,7 @@ Napi::Function DefineXsHandle(Napi::Env env) { return XsHandle::Define(env); }
 namespace {
 
 Failure ConnectFailure(int errnum, const XsApi& api) {
+  // const char *xs_daemon_socket(void);
   std::string socket = api.xs_daemon_socket();
   Failure f = errors::Unavailable(
       "xs_open", "cannot connect to xenstored (" + errors::ErrnoName(errnum) + ": " + uv_strerror(-errnum) +
@@ -387,6 +388,8 @@ class XsOpenOp final : public PromiseWorker {
     const XsApi* api = xenlibs::LoadXenStore(&failure);
     if (api == nullptr) return Fail(failure);
     // XS_UNWATCH_FILTER: once xs_unwatch returns, no event of that watch is delivered.
+    // struct xs_handle *xs_open(unsigned long flags);
+    // int xs_fileno(struct xs_handle *h);
     struct xs_handle* xsh = api->xs_open(XS_UNWATCH_FILTER);
     if (xsh == nullptr) return Fail(ConnectFailure(errno, *api));
     int fd = api->xs_fileno(xsh);

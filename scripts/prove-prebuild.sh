@@ -21,7 +21,7 @@ set -euo pipefail
 ROOTFS=${1:?usage: $0 ROOTFS}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 PREBUILD=$HERE/prebuilds/linux-x64/xenode.glibc.node
-[ -f "$PREBUILD" ] || { echo "no $PREBUILD: run npm run prebuilds first"; exit 1; }
+[ -f "$PREBUILD" ] || { echo "no $PREBUILD: run npm run prebuild first"; exit 1; }
 [ -f "$HERE/dist/index.js" ] || { echo "no dist/: run npm run build first"; exit 1; }
 T=$(mktemp -d /tmp/xenode-prebuild-proof.XXXXXX)
 cleanup() { umount "$T/root/proc" 2>/dev/null || true; umount "$T/root" 2>/dev/null || true; rm -rf "$T"; }

@@ -1,6 +1,7 @@
 /**
- * The typed contract of the raw addon (native/addon.cc), as node-gyp-build loads it
- * (types only: a .ts file rather than a .d.ts so that tsc carries it into dist/).
+ * The typed contract of the raw addon (native/addon.cc), as node-gyp-build loads it.
+ * Declarations only: tsc does not emit a .d.ts input, so `npm run build` copies this file
+ * into dist/native/ beside the declarations that import it (scripts/finish-build.mjs).
  * Only lib/native/ uses it; everything else goes through the XenBackend contract
  * (lib/backend.ts).
  *
