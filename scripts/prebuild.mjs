@@ -60,7 +60,13 @@ function runAsHookOfBuild() {
 }
 
 const forced = process.env.XENODE_PREBUILD;
-if (forced === '0' || (forced !== '1' && runAsHookOfBuild())) process.exit(0);
+const skip = forced === '0' || (forced !== '1' && runAsHookOfBuild());
+// For xenode's own test of the decision (test/unit/prebuild-script.test.ts).
+if (process.env.XENODE_PREBUILD_DRY_RUN === '1') {
+  console.log(skip ? 'prebuild: skipped' : 'prebuild: would build');
+  process.exit(0);
+}
+if (skip) process.exit(0);
 
 const prebuildify = createRequire(resolve(root, 'package.json')).resolve('prebuildify/bin.js');
 const args = [prebuildify, '--napi', '--strip', '--tag-libc'];
