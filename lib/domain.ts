@@ -284,7 +284,10 @@ export class Domain {
   }
 
   /**
-   * Resolves once the domain is in `state` (or gone, for `'gone'`). Rejects with XenError
+   * Resolves once the domain is in `state` (or gone, for `'gone'`). `'running'` is also
+   * met by `'blocked'`: both mean the guest is up and unpaused, and an idle guest spends
+   * most of its time blocked, waiting for an event, so on real Xen it may seldom be seen
+   * running at the instant of a poll. `'blocked'` waits for blocked only. Rejects with XenError
    * `XEN_ERROR_TIMEDOUT` after `timeoutMs`, `ESRCH` if the domain dies while waiting for a
    * state, AbortError on `signal`.
    */
@@ -303,7 +306,7 @@ export class Domain {
         if (!isGone(err)) throw err;
         now = 'gone';
       }
-      if (now === state) return;
+      if (now === state || (state === 'running' && now === 'blocked')) return;
       if (now === 'gone') throw new XenError('ESRCH', `ESRCH: domain ${this.currentDomid} is gone (waiting for ${state})`, { op: 'domain.waitFor', domid: this.currentDomid, errno: 3 });
       if (timeoutMs !== undefined && performance.now() - started >= timeoutMs) {
         throw new XenError('XEN_ERROR_TIMEDOUT', `XEN_ERROR_TIMEDOUT: domain ${this.currentDomid} is ${now}, not ${state}, after ${timeoutMs} ms`, { op: 'domain.waitFor', domid: this.currentDomid });

@@ -74,6 +74,12 @@ export class SimDomain {
     return this.config.name;
   }
 
+  /**
+   * Whether the guest waits for an event (a test control, MockHost.guestIdle): Xen then
+   * shows it `blocked` rather than `running`. The simulated guest still answers requests.
+   */
+  idle = false;
+
   /** Whether the guest's code runs now. */
   get runnable(): boolean {
     return this.phase === 'up' && !this.paused;
@@ -83,7 +89,8 @@ export class SimDomain {
   get state(): DomainState {
     if (this.phase === 'building') return 'paused';
     if (this.phase !== 'up') return this.phase;
-    return this.paused ? 'paused' : 'running';
+    if (this.paused) return 'paused';
+    return this.idle ? 'blocked' : 'running';
   }
 
   /** Runs `fn` as the guest: now if it runs, else once it is unpaused. */

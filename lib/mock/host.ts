@@ -273,6 +273,16 @@ export class MockHost {
     this.hypervisor.guestInitiatedShutdown(checkDomid(domid, 'MockHost.guestShutdown'), reason);
   }
 
+  /**
+   * Test control: the guest in `domid` waits for events (`idle`, the default: Xen shows it
+   * `blocked`, as an idle guest mostly is) or has work to do again (`running`). A paused
+   * domain stays `paused` either way; the simulated guest keeps answering requests.
+   */
+  guestIdle(domid: number, idle = true): void {
+    if (typeof idle !== 'boolean') throw new TypeError('MockHost.guestIdle: idle must be a boolean');
+    this.hypervisor.guestIdle(checkDomid(domid, 'MockHost.guestIdle'), idle);
+  }
+
   /** The host's PCI functions that can be passed through, with the domain each is assigned to. */
   pciDevices(): (MockPciDevice & { domid?: number })[] {
     return this.hypervisor.pci.list();

@@ -601,6 +601,13 @@ export class Hypervisor {
     this.guestShutdown(d, reason);
   }
 
+  /** The guest waits for events (`blocked`) or has work to do (`running`). */
+  guestIdle(domid: number, idle: boolean): void {
+    const d = this.guest(domid, 'mock.idle');
+    if (d.phase !== 'up') throw inval('mock.idle', `domain ${domid} is ${d.state}`, domid);
+    d.idle = idle;
+  }
+
   /** The guest writes to its console. */
   consoleWrite(domid: number, text: string | Buffer): void {
     this.guest(domid, 'mock.consoleWrite').console.write(text);

@@ -269,3 +269,34 @@ describe('save and restore through files', () => {
     await dom.shutdown({ wait: true, timeoutMs: 2000 });
   });
 });
+
+describe('an idle guest', () => {
+  it('shows blocked while it waits for events, and waitFor("running") counts it as up', async () => {
+    const { host, xen } = await setup();
+    const dom = await xen.domains.create(web);
+    expect((await dom.info()).state).toBe('running');
+    host.guestIdle(dom.domid);
+    expect((await dom.info()).state).toBe('blocked');
+    expect((await xen.domains.list()).find((d) => d.domid === dom.domid)?.state).toBe('blocked');
+    await dom.waitFor('blocked', { timeoutMs: 1000 });
+    await dom.waitFor('running', { timeoutMs: 1000 }); // up and unpaused: blocked will do
+    await dom.pause();
+    expect((await dom.info()).state).toBe('paused');
+    await dom.unpause();
+    expect((await dom.info()).state).toBe('blocked');
+    host.guestIdle(dom.domid, false);
+    expect((await dom.info()).state).toBe('running');
+    await expect(dom.waitFor('blocked', { timeoutMs: 50 })).rejects.toMatchObject({ code: 'XEN_ERROR_TIMEDOUT' });
+    // the idle guest still answers its controller
+    host.guestIdle(dom.domid);
+    await dom.shutdown({ wait: true, timeoutMs: 2000 });
+  });
+
+  it('is refused for dom0, a missing domain and a wrong argument', async () => {
+    const { host } = await setup();
+    expect(() => host.guestIdle(0)).toThrow(expect.objectContaining({ code: 'XEN_ERROR_INVAL' }));
+    expect(() => host.guestIdle(77)).toThrow(expect.objectContaining({ code: 'ESRCH' }));
+    expect(() => host.guestIdle(-1)).toThrow(RangeError);
+    expect(() => host.guestIdle(1, 'yes' as unknown as boolean)).toThrow(TypeError);
+  });
+});
