@@ -1,0 +1,109 @@
+/**
+ * Remus on real Xen, in blackhole mode (as `xl remus -b`): the test guest is checkpointed
+ * every 200 ms into a stream nobody restores. The stream goes through a FIFO that the test
+ * reads and follows (test/helpers/migration-stream.ts), so a checkpoint is counted when
+ * libxc's CHECKPOINT record and libxl's CHECKPOINT_END have really been written, not
+ * guessed from timing. Replication ends the way xl documents: the primary is destroyed.
+ */
+import { closeSync, constants, openSync, rmSync } from 'node:fs';
+import { Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LibxlConnection } from '../../lib/native/libxl.js';
+import { MigrationStreamFollower } from '../helpers/migration-stream.js';
+import { run } from '../helpers/run.js';
+import { guest as tierGuest, waitUntil } from './tier.js';
+
+const name = 'xenode-remus';
+const config = {
+  c_info: { type: 'pv', name },
+  b_info: {
+    max_vcpus: 1,
+    avail_vcpus: [0],
+    max_memkb: 131072,
+    target_memkb: 131072,
+    kernel: tierGuest.kernel,
+    ramdisk: tierGuest.ramdisk,
+    cmdline: 'console=hvc0 quiet',
+    'type.pv': {},
+  },
+  on_poweroff: 'destroy',
+  on_crash: 'destroy',
+};
+
+async function xenstoreRead(path: string): Promise<string | undefined> {
+  const r = await run('xenstore-read', [path]);
+  return r.code === 0 ? r.stdout.trim() : undefined;
+}
+
+describe('Remus in blackhole mode on real Xen', { timeout: 600_000 }, () => {
+  let conn: LibxlConnection;
+  let domid = -1;
+  const fifo = join(tmpdir(), `xenode-remus-${process.pid}.fifo`);
+  const fds: number[] = [];
+  const errors: Error[] = [];
+
+  beforeAll(async () => {
+    conn = await LibxlConnection.open();
+    conn.on('error', (err) => errors.push(err));
+    domid = await conn.createDomain(config);
+    await waitUntil(async () => (await xenstoreRead(`/local/domain/${domid}/data/xenode/ready`)) === '1', 'the guest to boot', 180_000, 500);
+  }, 300_000);
+
+  afterAll(async () => {
+    if (domid > 0) await conn.destroyDomain(domid).catch(() => {});
+    for (const fd of fds.splice(0)) {
+      try {
+        closeSync(fd);
+      } catch {
+        // already closed
+      }
+    }
+    rmSync(fifo, { force: true });
+    await conn?.close();
+  }, 120_000);
+
+  it('sends checkpoint after checkpoint while the guest runs, and stops when the primary is destroyed', async () => {
+    const mk = await run('mkfifo', [fifo]);
+    expect(mk.code, mk.stderr).toBe(0);
+    // The reading end first, non-blocking, so that opening the writing end does not wait.
+    const readFd = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+    const writeFd = openSync(fifo, constants.O_WRONLY);
+    const nullFd = openSync('/dev/null', 'r');
+    fds.push(writeFd, nullFd);
+    const follower = new MigrationStreamFollower();
+    const reader = new Socket({ fd: readFd, readable: true, writable: false });
+    reader.on('data', (chunk: Buffer) => follower.push(chunk));
+    const ended = new Promise<void>((resolve) => reader.once('end', resolve).once('close', resolve));
+
+    const info = { interval: 200, allow_unsafe: 'True', blackhole: 'True', compression: 'False', netbuf: 'False', diskbuf: 'False' };
+    let settled: { ok: boolean; error?: unknown } | undefined;
+    const replication = conn.remusStart(domid, info, writeFd, nullFd).then(
+      () => (settled = { ok: true }),
+      (error: unknown) => (settled = { ok: false, error }),
+    );
+
+    await waitUntil(() => follower.checkpoints >= 3 || settled !== undefined || follower.error !== undefined, 'three checkpoints', 300_000, 200);
+    expect(follower.error).toBeUndefined();
+    expect(settled, `Remus stopped early: ${String((settled?.error as Error | undefined)?.message)}`).toBeUndefined();
+    expect(follower.checkpointEnds).toBeGreaterThanOrEqual(3);
+    // Between checkpoints the guest runs: it is neither shut down nor left paused.
+    const running = await conn.domainInfo(domid);
+    expect(running.shutdown).toBeFalsy();
+    const before = follower.checkpoints;
+    await waitUntil(() => follower.checkpoints > before, 'one more checkpoint', 120_000, 200);
+
+    // xl's way to end replication: destroy the primary; libxl_domain_remus_start then returns.
+    await conn.destroyDomain(domid);
+    domid = -1;
+    await Promise.race([replication, new Promise((_, reject) => setTimeout(() => reject(new Error('Remus did not stop within 120 s of the destroy')), 120_000))]);
+    expect(settled).toBeDefined();
+    closeSync(writeFd);
+    fds.splice(fds.indexOf(writeFd), 1);
+    await ended;
+    expect(follower.error).toBeUndefined();
+    expect(follower.bytes).toBeGreaterThan(1 << 20); // at least the first full copy of the guest's memory
+    expect(errors).toEqual([]);
+  });
+});
