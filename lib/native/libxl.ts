@@ -83,6 +83,27 @@ function jsonText(value: string | LibxlJson, what: string): string {
 }
 
 /**
+ * `info` with the defaults `xl remus` sets before calling libxl_domain_remus_start.
+ * @internal
+ */
+export function remusDefaults(info: string | LibxlJson): LibxlJson {
+  let parsed: unknown = info;
+  if (typeof info === 'string') {
+    try {
+      parsed = JSON.parse(info);
+    } catch {
+      throw new TypeError('info must be a JSON string or an object');
+    }
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new TypeError('info must be a JSON string or an object');
+  const out: LibxlJson = { ...(parsed as LibxlJson) };
+  const isSet = (key: string): boolean => out[key] !== undefined && out[key] !== '<default>';
+  for (const key of ['colo', 'userspace_colo_proxy', 'blackhole']) if (!isSet(key)) out[key] = 'False';
+  if (out.colo !== 'True' && out.colo !== true && !out.interval) out.interval = 200;
+  return out;
+}
+
+/**
  * Runs libxl's own parser on `json` (an object or JSON text) as a libxl `type`, and
  * resolves with what libxl understood, printed back by libxl and parsed. Fields libxl
  * does not know are dropped from that result, so comparing it with the input shows them.
@@ -288,11 +309,15 @@ export class LibxlConnection extends EventEmitter<LibxlConnectionEvents> {
 
   /**
    * Starts Remus replication to a backup reading `sendFd` (and acking on `recvFd`), with a
-   * `libxl_domain_remus_info`. Settles only when replication stops.
+   * `libxl_domain_remus_info`. Settles only when replication stops (the primary destroyed,
+   * the backup gone, or an error). libxl refuses an info whose `colo` is left at its
+   * default, so the defaults `xl remus` applies are filled in where `info` leaves them
+   * out: `colo`, `userspace_colo_proxy` and `blackhole` false, `interval` 200 ms unless
+   * COLO.
    */
   remusStart(domid: number, info: string | LibxlJson, sendFd: number, recvFd: number): Promise<void> {
     domidArg(domid);
-    const text = jsonText(info, 'info');
+    const text = jsonText(remusDefaults(info), 'info');
     fdArg(sendFd, 'sendFd');
     fdArg(recvFd, 'recvFd');
     return this.call(() => this.handle.remusStart(domid, text, sendFd, recvFd));

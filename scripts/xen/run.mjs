@@ -14,7 +14,8 @@
 //   npm run test:xen -- test/xen/host.test.ts -t xl   arguments for vitest in dom0
 //
 // Environment: XENODE_XEN_CACHE (default ~/.cache/xenode-xen), XENODE_XEN_TIMEOUT (seconds
-// per boot, default 1800), XENODE_XEN_MEMORY (QEMU -m, default 2G), XENODE_XEN_SERIAL=1
+// per boot, default 1800), XENODE_XEN_MEMORY (QEMU -m, default 2G), XENODE_XEN_CPU (QEMU -cpu,
+// default qemu64,+svm,+npt), XENODE_XEN_SERIAL=1
 // (one boot after the other rather than side by side), CI=true (a missing tool fails
 // instead of skipping).
 import { spawn, spawnSync } from 'node:child_process';
@@ -103,8 +104,11 @@ function qemuArgs(image, share, nodeDir) {
   // -kernel/-initrd: multiboot; modules are separated by commas, each followed by its command line
   return [
     '-machine', 'q35', '-accel', 'tcg,thread=multi',
-    // -cpu max crashes the PV dom0 under TCG (SMAP); qemu64,+svm is what Xen's own CI uses
-    '-cpu', 'qemu64,+svm', '-smp', '2', '-m', memory,
+    // -cpu max crashes the PV dom0 under TCG (SMAP); qemu64,+svm is what Xen's own CI uses.
+    // +npt gives Xen nested paging (HAP): Debian's Xen is built without shadow paging, so
+    // without HAP no HVM/PVH guest runs and no guest can be put in log-dirty mode, which
+    // live migration and Remus need. XENODE_XEN_CPU overrides the model.
+    '-cpu', process.env.XENODE_XEN_CPU || 'qemu64,+svm,+npt', '-smp', '2', '-m', memory,
     '-nographic', '-no-reboot', '-monitor', 'none', '-serial', 'stdio', '-net', 'none',
     '-kernel', join(image, 'xen'),
     '-append', xenCmdline,

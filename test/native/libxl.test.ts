@@ -13,7 +13,7 @@ import { Worker } from 'node:worker_threads';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { XenError } from '../../lib/errors.js';
 import type { NativeAddon, RawXenError, XlHandle } from '../../lib/native/addon.js';
-import { LibxlConnection, fromLibxl, validateDomainConfigJson, validateLibxlJson } from '../../lib/native/libxl.js';
+import { LibxlConnection, fromLibxl, remusDefaults, validateDomainConfigJson, validateLibxlJson } from '../../lib/native/libxl.js';
 import { NativeBackend } from '../../lib/native/backend.js';
 import { loadAddon } from '../../lib/native/load.js';
 import { hasNativeAddon, packageRoot } from './tier.js';
@@ -368,5 +368,18 @@ describe('LibxlConnection over a fake handle', () => {
   it('leaves other errors alone', () => {
     const type = new TypeError('x');
     expect(fromLibxl(type)).toBe(type);
+  });
+});
+
+describe('remusStart', () => {
+  it('fills in the defaults xl remus sets, which libxl will not assume for colo', () => {
+    expect(remusDefaults({ blackhole: 'True', allow_unsafe: 'True' })).toEqual({ blackhole: 'True', allow_unsafe: 'True', colo: 'False', userspace_colo_proxy: 'False', interval: 200 });
+    expect(remusDefaults('{"interval":50,"colo":"<default>"}')).toEqual({ interval: 50, colo: 'False', userspace_colo_proxy: 'False', blackhole: 'False' });
+    expect(remusDefaults({ colo: 'True' })).toEqual({ colo: 'True', userspace_colo_proxy: 'False', blackhole: 'False' });
+  });
+
+  it('refuses an info that is not a JSON object', () => {
+    expect(() => remusDefaults('not json')).toThrow(TypeError);
+    expect(() => remusDefaults([] as unknown as Record<string, unknown>)).toThrow(TypeError);
   });
 });
