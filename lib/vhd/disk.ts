@@ -724,25 +724,37 @@ export class VirtualDisk {
     if (await access(child).then(() => true, () => false)) {
       throw XenError.fromErrno('EEXIST', { op: 'vhd.snapshot', path: child });
     }
+    const before = { footer: this.footer, readOnly: this.readOnly };
     if (!this.footer.hidden) {
       if (this.readOnly) throw vhdError('VHD_READ_ONLY', 'the disk is open read-only and cannot be marked hidden', this.path, 'vhd.snapshot');
       // Hidden before the child exists: a crash in between leaves a hidden disk, never a
       // writable parent with a child.
-      const footer = { ...this.footer, hidden: true };
-      if (this.blocks) await this.blocks.writeFooter(footer);
-      else await writeAll(this.fh, encodeFooter(footer), this.image.footerOffset);
-      await this.fh.datasync();
-      this.footer = footer;
-      parent.footer = footer;
+      await this.setHidden(true);
+      parent.footer = this.footer;
     }
     this.readOnly = true;
-    const mtime = (await this.fh.stat()).mtime;
-    const image = await writeNewImage(child, {
-      size: this.size,
-      type: 'differencing',
-      blockSize: this.blocks?.blockSize ?? DEFAULT_BLOCK_SIZE,
-      parent: { path: this.path, uuid: this.footer.uuid, timestamp: toVhdTimestamp(mtime) },
-    }, false, this.files);
+    let image: VhdImage;
+    try {
+      const mtime = (await this.fh.stat()).mtime;
+      image = await writeNewImage(child, {
+        size: this.size,
+        type: 'differencing',
+        blockSize: this.blocks?.blockSize ?? DEFAULT_BLOCK_SIZE,
+        parent: { path: this.path, uuid: this.footer.uuid, timestamp: toVhdTimestamp(mtime) },
+      }, false, this.files);
+    } catch (err) {
+      // No child came to be: the disk goes back to what it was (a live snapshot's guest keeps writing to it).
+      if (!before.footer.hidden) {
+        await this.setHidden(false).then(
+          () => {
+            this.readOnly = before.readOnly;
+            parent.footer = this.footer;
+          },
+          () => undefined,
+        );
+      }
+      throw err;
+    }
     let fh: FileHandle;
     try {
       fh = await this.files.open(child, 'r+');
@@ -751,6 +763,15 @@ export class VirtualDisk {
     }
     const sparse = image.sparse as NonNullable<VhdImage['sparse']>;
     return new VirtualDisk(child, fh, image, false, parent, new SparseBlocks(fh, child, sparse, image.footerOffset, image.footer), this.files);
+  }
+
+  /** Writes blktap's hidden flag into the footer (end footer, then the copy at 0) and makes it durable. */
+  private async setHidden(hidden: boolean): Promise<void> {
+    const footer = { ...this.footer, hidden };
+    if (this.blocks) await this.blocks.writeFooter(footer);
+    else await writeAll(this.fh, encodeFooter(footer), this.image.footerOffset);
+    await this.fh.datasync();
+    this.footer = footer;
   }
 
   /** Whether any disk of the chain stores data for some of bytes [offset, offset + length). */
