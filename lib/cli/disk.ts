@@ -148,7 +148,8 @@ const subcommands: Record<string, Run> = {
     const type = values.type ?? 'dynamic';
     need(type === 'dynamic' || type === 'fixed', `create: --type must be dynamic or fixed, not '${type}'`);
     const size = parseSize(values.size as string);
-    const disk = await VirtualDisk.create(path as string, { size, type: type as 'dynamic' | 'fixed', overwrite: values.force === true });
+    // A fixed disk is filled with zeros, which takes a while for a large one: Ctrl-C stops it, leaving no file.
+    const disk = await interruptible((signal) => VirtualDisk.create(path as string, { size, type: type as 'dynamic' | 'fixed', overwrite: values.force === true, signal }));
     return withOpen(disk, (d) => showInfo(io, values, d));
   },
 

@@ -39,7 +39,8 @@ export interface CreateDiskOptions {
   /** Size in bytes: a multiple of 512, at most 2040 GiB. Kept exactly, whatever the CHS geometry. */
   size: number;
   /**
-   * `dynamic` grows as blocks are written; `fixed` allocates the whole size up front;
+   * `dynamic` grows as blocks are written; `fixed` allocates the whole size up front (zeros
+   * are written over it, as blktap's libvhd does, so it never runs out of space later);
    * `raw` is a plain file of the disk's bytes (sparse where never written).
    */
   type: 'dynamic' | 'fixed' | 'raw';
@@ -50,6 +51,11 @@ export interface CreateDiskOptions {
    * with `EEXIST` instead.
    */
   overwrite?: boolean;
+  /**
+   * Stops a long create (a fixed disk's zero fill): the promise rejects with an `AbortError`
+   * and nothing is left at `path` (an old file there stays as it was).
+   */
+  signal?: AbortSignal;
 }
 
 /** Options of {@link VirtualDisk.open}. */
@@ -153,17 +159,20 @@ export class VirtualDisk {
   /** Creates a new, empty disk at `path` (replacing a file there unless `overwrite: false`) and opens it for writing. */
   static async create(path: string, options: CreateDiskOptions): Promise<VirtualDisk> {
     if (typeof path !== 'string' || path === '') throw new TypeError('path must be a non-empty string');
-    const { size, type, overwrite } = options ?? {};
+    const { size, type, overwrite, signal } = options ?? {};
     if (overwrite !== undefined && typeof overwrite !== 'boolean') throw new TypeError('overwrite must be a boolean');
+    if (signal !== undefined && !(signal instanceof AbortSignal)) throw new TypeError('signal must be an AbortSignal');
     checkNewDisk(path, type, size);
-    await writeNewImage(resolve(path), { size, type, blockSize: DEFAULT_BLOCK_SIZE }, overwrite ?? true);
+    if (signal?.aborted) throw abortError(signal);
+    await writeNewImage(resolve(path), { size, type, blockSize: DEFAULT_BLOCK_SIZE, ...(signal ? { signal } : {}) }, overwrite ?? true);
     return VirtualDisk.open(path, { format: type === 'raw' ? 'raw' : 'vhd' });
   }
 
   /**
    * Makes a new disk at `path` from a stream of raw disk bytes (a `Readable`, or any async
    * iterable of `Uint8Array`s), written beside `path` and renamed over it only once complete
-   * and (unless `sync: false`) durable. All-zero blocks stay unallocated (holes in a fixed or raw image). The
+   * and (unless `sync: false`) durable. All-zero blocks stay unallocated (holes in a raw image; a fixed one
+   * is fully allocated, zeros written there). The
    * stream must hold exactly `size` bytes (RangeError otherwise); `size` may be left out
    * when `source` is a `fs.ReadStream` of a whole file.
    *
@@ -199,10 +208,11 @@ export class VirtualDisk {
     if (signal?.aborted) throw abortError(signal);
     let bytesWritten = 0;
     await replaceAtomically(resolve(path), overwrite ?? true, 'vhd.import', files, async (tmp) => {
-      await writeNewImage(tmp, { size, type, blockSize: DEFAULT_BLOCK_SIZE }, false, files);
+      // A fixed image's zero blocks are written by the import itself: one pass, not two.
+      await writeNewImage(tmp, { size, type, blockSize: DEFAULT_BLOCK_SIZE, allocate: false }, false, files);
       const disk = await VirtualDisk.open(tmp, { format: type === 'raw' ? 'raw' : 'vhd', [internalOptions]: { files } } as OpenDiskOptions);
       try {
-        bytesWritten = await importInto(disk, source, size, options);
+        bytesWritten = await importInto(disk, source, size, options, type === 'fixed');
         if (sync !== false) await disk.flush();
       } finally {
         await disk.close();
@@ -214,8 +224,8 @@ export class VirtualDisk {
   /**
    * Copies the disk at `src` (a differencing disk with its whole chain, flattened) into a new
    * image of `type` at `dst`, written beside `dst` and renamed over it only once complete and
-   * (unless `sync: false`) durable. Only data is copied: unallocated and all-zero blocks stay unallocated (holes in
-   * a fixed or raw image). A raw source needs `format: 'raw'`; a raw source whose size is not
+   * (unless `sync: false`) durable. Only data is copied: unallocated and all-zero blocks stay unallocated
+   * (holes in a raw image; zeros written in a fixed one, which is fully allocated). A raw source needs `format: 'raw'`; a raw source whose size is not
    * a multiple of 512 is padded with zeros.
    *
    * @example
@@ -255,10 +265,10 @@ export class VirtualDisk {
       if (size === 0) throw new RangeError(`${source.path} is empty: a disk needs at least one sector`);
       let bytesWritten = 0;
       await replaceAtomically(resolve(dst), overwrite ?? true, 'vhd.convert', files, async (tmp) => {
-        await writeNewImage(tmp, { size, type, blockSize: DEFAULT_BLOCK_SIZE }, false, files);
+        await writeNewImage(tmp, { size, type, blockSize: DEFAULT_BLOCK_SIZE, allocate: false }, false, files);
         const target = await VirtualDisk.open(tmp, { format: type === 'raw' ? 'raw' : 'vhd', [internalOptions]: { files } } as OpenDiskOptions);
         try {
-          bytesWritten = await copyDisk(source, (o, l) => source.holdsData(o, l), target, options);
+          bytesWritten = await copyDisk(source, (o, l) => source.holdsData(o, l), target, options, type === 'fixed');
           if (sync !== false) await target.flush();
         } finally {
           await target.close();
