@@ -160,12 +160,19 @@ const subcommands: Record<string, Run> = {
 
   async snapshot([path, child, ...extra], values, io) {
     need(child !== undefined && extra.length === 0, 'snapshot: give PATH and CHILD');
-    return withDisk(path as string, false, async (d) => withOpen(await d.snapshot(child as string), (c) => showInfo(io, values, c)));
+    // The command's result must survive a power loss: sync the child, which snapshot() leaves to its first flush.
+    return withDisk(path as string, false, async (d) => withOpen(await d.snapshot(child as string), async (c) => {
+      await c.flush();
+      return showInfo(io, values, c);
+    }));
   },
 
   async clone([base, child, ...extra], values, io) {
     need(child !== undefined && extra.length === 0, 'clone: give BASE and CHILD');
-    return withOpen(await VirtualDisk.clone(base as string, child as string), (c) => showInfo(io, values, c));
+    return withOpen(await VirtualDisk.clone(base as string, child as string), async (c) => {
+      await c.flush();
+      return showInfo(io, values, c);
+    });
   },
 
   async coalesce([path, ...extra], values, io) {

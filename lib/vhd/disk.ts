@@ -316,13 +316,17 @@ export class VirtualDisk {
    * is marked hidden (if it is not already) and must not be written again. Call it once per
    * child to make many children of one base.
    */
-  static async clone(basePath: string, childPath: string): Promise<VirtualDisk> {
+  static clone(basePath: string, childPath: string): Promise<VirtualDisk>;
+  /** @internal With the engine's internal options (the crash tests' file layer). */
+  static clone(basePath: string, childPath: string, internal: WithInternal<object>): Promise<VirtualDisk>;
+  static async clone(basePath: string, childPath: string, internal?: WithInternal<object>): Promise<VirtualDisk> {
     if (typeof basePath !== 'string' || basePath === '') throw new TypeError('basePath must be a non-empty string');
+    const files = filesOf(internal);
     // An already hidden base is only read, so it may be a read-only file.
-    let base = await VirtualDisk.openChain(resolve(basePath), true, [], true, nodeFiles);
+    let base = await VirtualDisk.openChain(resolve(basePath), true, [], true, files);
     if (!base.footer.hidden) {
       await base.close();
-      base = await VirtualDisk.openChain(resolve(basePath), false, [], true, nodeFiles);
+      base = await VirtualDisk.openChain(resolve(basePath), false, [], true, files);
     }
     try {
       // The base, now read-only, becomes the child's parent as it is: nothing read twice.
@@ -356,17 +360,21 @@ export class VirtualDisk {
    * await rm(dir, { recursive: true });
    * ```
    */
-  static async check(path: string): Promise<VhdProblem[]> {
+  static check(path: string): Promise<VhdProblem[]>;
+  /** @internal With the engine's internal options (the crash tests' file layer). */
+  static check(path: string, internal: WithInternal<object>): Promise<VhdProblem[]>;
+  static async check(path: string, internal?: WithInternal<object>): Promise<VhdProblem[]> {
     if (typeof path !== 'string' || path === '') throw new TypeError('path must be a non-empty string');
     const abs = resolve(path);
+    const files = filesOf(internal);
     let fh: FileHandle;
     try {
-      fh = await nodeFiles.open(abs, 'r');
+      fh = await files.open(abs, 'r');
     } catch (err) {
       throw fsError(err, 'vhd.check', abs);
     }
     try {
-      return await checkImage(fh, abs, nodeFiles);
+      return await checkImage(fh, abs, files);
     } catch (err) {
       throw fsError(err, 'vhd.check', abs);
     } finally {
@@ -400,9 +408,12 @@ export class VirtualDisk {
    * await rm(dir, { recursive: true });
    * ```
    */
-  static async repair(path: string): Promise<RepairReport> {
+  static repair(path: string): Promise<RepairReport>;
+  /** @internal With the engine's internal options (the crash tests' file layer). */
+  static repair(path: string, internal: WithInternal<object>): Promise<RepairReport>;
+  static async repair(path: string, internal?: WithInternal<object>): Promise<RepairReport> {
     if (typeof path !== 'string' || path === '') throw new TypeError('path must be a non-empty string');
-    return repairImage(resolve(path), nodeFiles);
+    return repairImage(resolve(path), filesOf(internal));
   }
 
   private static async openChain(path: string, readOnly: boolean, seen: string[], allowHidden: boolean, files: VhdFiles): Promise<VirtualDisk> {
@@ -532,7 +543,9 @@ export class VirtualDisk {
    * Makes `childPath` a new differencing disk whose parent is this one, and turns this disk
    * hidden and read-only. Nothing is copied: the child starts empty and reads through. The
    * child is built from what this disk already holds in memory, so the time taken does not
-   * depend on the disk's size or data (beyond writing the child's empty BAT).
+   * depend on the disk's size or data: the hidden flag is made durable at once, the child
+   * (its empty BAT, 4 bytes per 2 MiB, from a table shared by all new images) is written but
+   * not synced — its first {@link flush} makes it durable, with the first data written to it.
    */
   async snapshot(childPath: string): Promise<VirtualDisk> {
     if (this.closed) throw closedError('vhd.snapshot');
@@ -746,11 +759,14 @@ export class VirtualDisk {
     let image: VhdImage;
     try {
       const mtime = (await this.fh.stat()).mtime;
+      // Not synced: the child's BAT grows with the disk's size, and the child's first flush
+      // makes it durable with the first data written to it (nothing in it needs to be before).
       image = await writeNewImage(child, {
         size: this.size,
         type: 'differencing',
         blockSize: this.blocks?.blockSize ?? DEFAULT_BLOCK_SIZE,
         parent: { path: this.path, uuid: this.footer.uuid, timestamp: toVhdTimestamp(mtime) },
+        sync: false,
       }, false, this.files);
     } catch (err) {
       // No child came to be: the disk goes back to what it was (a live snapshot's guest keeps writing to it).
