@@ -114,12 +114,11 @@ export class SimBlockBackend {
     this.gate = new Promise<void>((r) => (release = r));
     const started = performance.now();
     let pausedMs: number;
-    let snapped: VirtualDisk | undefined;
+    let next: VirtualDisk | undefined;
     try {
       // Requests already taken are ahead of these in the disk's queue: they land in the parent.
       await parentDisk.flush();
-      const next = await parentDisk.snapshot(child);
-      snapped = next;
+      next = await parentDisk.snapshot(child);
       this.disk = next;
       this.opening = Promise.resolve(next);
       this.config.target = next.path;
@@ -132,7 +131,7 @@ export class SimBlockBackend {
     // The child reads the parent through handles of its own. It is made durable now, out of
     // the pause window, as a guest's flush would (snapshot() leaves that to the first flush).
     await parentDisk.close();
-    await (snapped as VirtualDisk).flush().catch((err: unknown) => {
+    await next.flush().catch((err: unknown) => {
       if (!this.closed) throw err; // unplugged meanwhile: nothing more to make durable
     });
     return { parent: parentDisk.path, child: this.config.target, pausedMs };
