@@ -203,6 +203,30 @@ describe('Domain.snapshotDisk on the mock host', () => {
     expect((await readImage(root, 512, 3)).equals(Buffer.alloc(3))).toBe(true);
   });
 
+  it('runs two snapshots asked at once one after the other, and survives a destroy under way', async () => {
+    const { dom, root } = await withRoot();
+    await host.guestDiskWrite(dom.domid, 'xvda', 0, Buffer.from('zero'));
+    const [a, b] = await Promise.all([dom.snapshotDisk('xvda', join(dir, 'a.vhd')), dom.snapshotDisk('xvda', join(dir, 'b.vhd'))]);
+    // Whichever went second took the first one's child as its parent.
+    expect(new Set([a.parent, b.parent])).toEqual(new Set([root, a.parent === root ? a.child : b.child]));
+    const last = a.parent === root ? b : a;
+    expect((await dom.config()).disks?.[0]?.target).toBe(last.child);
+    const racing = dom.snapshotDisk('xvda', join(dir, 'c.vhd')).then(
+      (snap) => snap,
+      (err: unknown) => err,
+    );
+    await dom.destroy();
+    await racing;
+    await host.close();
+    // Whatever the race gave, every image left is sound and the data is there.
+    for (const name of await readdir(dir)) {
+      const disk = await VirtualDisk.open(join(dir, name), { readOnly: true });
+      expect(await disk.check(), name).toEqual([]);
+      await disk.close();
+    }
+    expect((await readImage(last.child, 0, 4)).toString()).toBe('zero');
+  });
+
   describe('bad requests change nothing', () => {
     async function expectUnchanged(dom: Domain, root: string, files: string[]): Promise<void> {
       // The guest still writes to the same, writable image, and no stray file appeared.
