@@ -123,6 +123,25 @@ export type DomainEvent =
 /** How a domain shuts down: a request to the guest (`control/shutdown`), as `xl shutdown`/`xl reboot` do. */
 export type ShutdownRequest = 'poweroff' | 'reboot';
 
+/**
+ * What {@link ToolstackConnection.snapshotDisk} did: the disk's image before and after, and
+ * how long the backend took no request from the guest.
+ */
+export interface DiskSnapshot {
+  /** The disk, as the guest names it (`xvda`). */
+  vdev: string;
+  /** The image the disk used until now: hidden and read-only from now on, the child's parent. */
+  parent: string;
+  /** The new differencing image the backend now reads and writes (absolute path). */
+  child: string;
+  /**
+   * Milliseconds during which the backend took no request off the guest's ring: from the
+   * pause, through the flush, the snapshot and the switch, to the resume. The guest kept
+   * running; its disk requests waited.
+   */
+  pausedMs: number;
+}
+
 /** Options of the calls that may take long. */
 export interface ToolstackCallOptions {
   signal?: AbortSignal;
@@ -177,6 +196,24 @@ export interface ToolstackConnection {
   detachDevice(domid: number, kind: DeviceKind, devid: number, options?: ToolstackCallOptions): Promise<void>;
   /** The domain's devices with their handshake state. */
   listDevices(domid: number): Promise<DeviceInfo[]>;
+  /**
+   * Live snapshot of the running domain's VHD disk `vdev` (blktap2's `tap-ctl pause`, then
+   * `unpause -a CHILD`): the disk's backend stops taking guest requests, finishes those it
+   * took and flushes them, the image becomes the hidden, read-only parent of a new
+   * differencing image at `childPath`, the backend is pointed at the child (xenstore's
+   * backend `params` and the domain's configuration name it from then on), and requests
+   * flow again. Every write the guest made before the pause is in the parent, every later
+   * one in the child; none is lost.
+   *
+   * Rejects, with nothing changed (the backend running on its old image, no child file):
+   * `ESRCH` for no such domain; `XEN_ERROR_INVAL` for dom0 or a domain that is not running
+   * (building, shut down, crashed); `XEN_ERROR_NOTFOUND` when no disk `vdev` is attached;
+   * `XEN_DISK_NOT_VHD` when the disk is not a VHD image; `EEXIST` when `childPath` exists;
+   * the image's own `VHD_…` error when it cannot have a child (too deep a chain, read-only).
+   * A backend with no way to switch a running disk to a new image rejects with
+   * `XEN_LIVE_SNAPSHOT_UNSUPPORTED` (the native backend on Xen 4.17: see docs/vhd.md).
+   */
+  snapshotDisk(domid: number, vdev: string, childPath: string): Promise<DiskSnapshot>;
   /**
    * Delivers every domain event from now on to `listener` until the returned function is
    * called (calling it twice is harmless). A subscription does not keep the process alive.

@@ -88,6 +88,7 @@ export type {
   DeviceSpec,
   DeviceKind,
   DeviceInfo,
+  DiskSnapshot,
   XenbusState,
   DomainEvent,
   ShutdownRequest,

@@ -148,7 +148,8 @@ const subcommands: Record<string, Run> = {
     const type = values.type ?? 'dynamic';
     need(type === 'dynamic' || type === 'fixed', `create: --type must be dynamic or fixed, not '${type}'`);
     const size = parseSize(values.size as string);
-    const disk = await VirtualDisk.create(path as string, { size, type: type as 'dynamic' | 'fixed', overwrite: values.force === true });
+    // A fixed disk is filled with zeros, which takes a while for a large one: Ctrl-C stops it, leaving no file.
+    const disk = await interruptible((signal) => VirtualDisk.create(path as string, { size, type: type as 'dynamic' | 'fixed', overwrite: values.force === true, signal }));
     return withOpen(disk, (d) => showInfo(io, values, d));
   },
 
@@ -159,12 +160,19 @@ const subcommands: Record<string, Run> = {
 
   async snapshot([path, child, ...extra], values, io) {
     need(child !== undefined && extra.length === 0, 'snapshot: give PATH and CHILD');
-    return withDisk(path as string, false, async (d) => withOpen(await d.snapshot(child as string), (c) => showInfo(io, values, c)));
+    // The command's result must survive a power loss: sync the child, which snapshot() leaves to its first flush.
+    return withDisk(path as string, false, async (d) => withOpen(await d.snapshot(child as string), async (c) => {
+      await c.flush();
+      return showInfo(io, values, c);
+    }));
   },
 
   async clone([base, child, ...extra], values, io) {
     need(child !== undefined && extra.length === 0, 'clone: give BASE and CHILD');
-    return withOpen(await VirtualDisk.clone(base as string, child as string), (c) => showInfo(io, values, c));
+    return withOpen(await VirtualDisk.clone(base as string, child as string), async (c) => {
+      await c.flush();
+      return showInfo(io, values, c);
+    });
   },
 
   async coalesce([path, ...extra], values, io) {

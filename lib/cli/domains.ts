@@ -26,6 +26,9 @@ Manage domains, as xl does. Without --mock-host they use the backend connect() p
   reboot [-w] DOMAIN          ask the guest to reboot (-w: wait until it is back)
   mem-set DOMAIN MEM          set the balloon target (MEM in MiB, or with a k/m/g suffix)
   vcpu-set DOMAIN COUNT       bring COUNT vCPUs online
+  block-snapshot DOMAIN VDEV CHILD
+                              live snapshot of the running domain's VHD disk VDEV: its
+                              backend switches to the new differencing image CHILD
   console DOMAIN              attach to the console (Ctrl-] detaches; so does the end of stdin)
   save DOMAIN FILE            save the domain to FILE (the domain is destroyed)
   restore FILE                restore a saved domain
@@ -182,6 +185,17 @@ const actions: Record<string, { args: [number, number]; run(ctx: Ctx): Promise<v
       const dom = await ctx.xen.domains.get(ctx.args[0] as string);
       await dom.setVcpus(count);
       print(ctx, { domid: dom.domid, vcpus: count }, () => [`${dom.name}: ${count} vCPU(s) online`]);
+    },
+  },
+  'block-snapshot': {
+    args: [3, 3],
+    async run(ctx) {
+      const [name, vdev, child] = ctx.args as [string, string, string];
+      const dom = await ctx.xen.domains.get(name);
+      const snap = await dom.snapshotDisk(vdev, child);
+      print(ctx, { domid: dom.domid, name: dom.name, ...snap }, () => [
+        `${dom.name} ${snap.vdev}: now on ${snap.child}; ${snap.parent} is its hidden parent (guest I/O held ${snap.pausedMs.toFixed(1)} ms)`,
+      ]);
     },
   },
   save: {

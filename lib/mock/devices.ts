@@ -7,6 +7,7 @@
 import type { DeviceInfo, DeviceKind, XenbusState } from '../backend-toolstack.js';
 import type { DiskConfig, NicConfig, PciConfig } from '../config/domain-config.js';
 import { XenError } from '../errors.js';
+import type { SimBlockBackend } from './block-backend.js';
 import type { XsWriter } from './xs-writer.js';
 
 /** xenbus states by number, as xen/io/xenbus.h numbers them. */
@@ -28,6 +29,8 @@ export interface SimDevice {
   devid: number;
   backendDomid: number;
   config: DiskConfig | NicConfig | PciConfig;
+  /** A vbd's block backend, serving the guest's I/O from the image. */
+  backend?: SimBlockBackend;
 }
 
 /** The paths of both ends of a device. */

@@ -293,12 +293,53 @@ export class MockHost {
     this.hypervisor.consoleWrite(checkDomid(domid, 'MockHost.writeConsole'), typeof text === 'string' ? text : Buffer.from(text));
   }
 
+  /**
+   * Test control: the guest writes `data` at byte `offset` of its disk `vdev`, through the
+   * disk's block backend into the image (a VHD attached to the domain, or a raw file). Waits
+   * while the guest is paused or the backend is (a live snapshot); resolves once the backend
+   * has completed the request, as a guest's bio completes.
+   *
+   * @example
+   * ```ts
+   * import { mkdtemp, rm } from 'node:fs/promises';
+   * import { tmpdir } from 'node:os';
+   * import { join } from 'node:path';
+   * import { MockHost, VirtualDisk, connect } from 'xenode';
+   *
+   * const dir = await mkdtemp(join(tmpdir(), 'xenode-guest-io-'));
+   * const host = await MockHost.create({ timing: 'instant' });
+   * const xen = await connect({ backend: host });
+   * const dom = await xen.domains.create({ name: 'io', type: 'pvh', kernel: '/boot/vmlinuz', memory: 64, vcpus: 1 });
+   * const disk = await VirtualDisk.create(join(dir, 'data.vhd'), { size: 16 * 1024 * 1024, type: 'dynamic' });
+   * await disk.close();
+   * await dom.attachDisk(disk, { vdev: 'xvdb' });
+   * await host.guestDiskWrite(dom.domid, 'xvdb', 4096, Buffer.from('written by the guest'));
+   * console.log((await host.guestDiskRead(dom.domid, 'xvdb', 4096, 20)).toString()); // written by the guest
+   * await xen.close();
+   * await host.close();
+   * const image = await VirtualDisk.open(join(dir, 'data.vhd'), { readOnly: true });
+   * console.log((await image.read(4096, 7)).toString()); // written
+   * await image.close();
+   * await rm(dir, { recursive: true });
+   * ```
+   */
+  guestDiskWrite(domid: number, vdev: string, offset: number, data: Uint8Array): Promise<void> {
+    if (!(data instanceof Uint8Array)) throw new TypeError('data must be a Buffer or Uint8Array');
+    return this.hypervisor.diskWrite(checkDomid(domid, 'MockHost.guestDiskWrite'), vdev, offset, data);
+  }
+
+  /** Test control: the guest reads `length` bytes at `offset` of its disk `vdev`, through the disk's block backend (see {@link guestDiskWrite}). */
+  guestDiskRead(domid: number, vdev: string, offset: number, length: number): Promise<Buffer> {
+    return this.hypervisor.diskRead(checkDomid(domid, 'MockHost.guestDiskRead'), vdev, offset, length);
+  }
+
   /** Stops the socket server and closes every connection. Safe to call twice. */
   close(): Promise<void> {
     this.closing ??= (async () => {
       await this.toolstackServer?.close();
       await Promise.all([...this.toolstacks].map((t) => t.close()));
       this.hypervisor.close();
+      await this.hypervisor.closeDisks();
       await Promise.all([...this.connections].map((c) => c.close()));
       await this.listener?.close();
       await this.server?.close();

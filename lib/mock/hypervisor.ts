@@ -7,10 +7,11 @@
  */
 import { randomUUID } from 'node:crypto';
 import { debuglog } from 'node:util';
-import type { DeviceInfo, DeviceKind, DeviceSpec, DomainEvent, DomainInfo, HostInfo, ShutdownReason } from '../backend-toolstack.js';
-import type { DomainAction, DomainConfig, PciConfig } from '../config/domain-config.js';
+import type { DeviceInfo, DeviceKind, DeviceSpec, DiskSnapshot, DomainEvent, DomainInfo, HostInfo, ShutdownReason } from '../backend-toolstack.js';
+import type { DiskConfig, DomainAction, DomainConfig, PciConfig } from '../config/domain-config.js';
 import { XenError, abortError, closedError } from '../errors.js';
 import type { XenStoreEngine } from '../xenstore/engine.js';
+import { SimBlockBackend } from './block-backend.js';
 import * as dev from './devices.js';
 import { SimDomain, TIMINGS, type MockTiming, type StepDelays } from './domain-sim.js';
 import { MockPciBus, type MockPciDevice } from './pci.js';
@@ -56,6 +57,8 @@ export class Hypervisor {
   private readonly timers = new Set<NodeJS.Timeout | NodeJS.Immediate>();
   /** Rejecters of pending waits, so closing the host ends operations under way. */
   private readonly waiting = new Set<(err: Error) => void>();
+  /** Closes under way of the block backends of unplugged disks. */
+  private readonly closing = new Set<Promise<void>>();
   private readonly started = Date.now();
   private nextDomid = 1;
   private ringCounter = 8;
@@ -254,6 +257,7 @@ export class Hypervisor {
         d.devices.set(devKey(x.kind, x.devid), x);
         dev.writeDevice(this.xs, domid, x);
       }
+      await this.plugBackends(d);
       await this.wait(this.delays.build, signal);
       for (const x of d.devices.values()) dev.backendReady(this.xs, domid, x);
       await this.wait(this.delays.device, signal);
@@ -360,6 +364,7 @@ export class Hypervisor {
 
   private teardown(d: SimDomain, announce: boolean): void {
     for (const x of d.devices.values()) {
+      this.closeBackend(x);
       dev.remove(this.xs, d.domid, x);
       if (x.kind === 'pci') this.pci.release((x.config as PciConfig).bdf);
     }
@@ -472,6 +477,7 @@ export class Hypervisor {
     d.devices.set(devKey(x.kind, x.devid), x);
     dev.writeDevice(this.xs, domid, x);
     try {
+      await this.plugBackends(d, x);
       await this.wait(this.delays.device, signal);
       dev.backendReady(this.xs, domid, x);
     } catch (err) {
@@ -512,9 +518,71 @@ export class Hypervisor {
   }
 
   private unplug(d: SimDomain, x: dev.SimDevice): void {
+    this.closeBackend(x);
     dev.remove(this.xs, d.domid, x);
     d.devices.delete(devKey(x.kind, x.devid));
     if (x.kind === 'pci') this.pci.release((x.config as PciConfig).bdf);
+  }
+
+  /** Gives each vbd (of `only`, or of the domain) a block backend and opens what it opens at plug time. */
+  private async plugBackends(d: SimDomain, only?: dev.SimDevice): Promise<void> {
+    const vbds = (only ? [only] : [...d.devices.values()]).filter((x) => x.kind === 'vbd' && (x.config as DiskConfig).target !== '');
+    for (const x of vbds) {
+      const backend = new SimBlockBackend(x.config as DiskConfig, d.domid);
+      x.backend = backend;
+    }
+    await Promise.all(vbds.map((x) => x.backend?.plug()));
+  }
+
+  private closeBackend(x: dev.SimDevice): void {
+    const backend = x.backend;
+    if (backend === undefined) return;
+    x.backend = undefined;
+    const closing = backend.close().catch((err: unknown) => debug('closing the disk of %s failed: %s', x.devid, (err as Error).message));
+    this.closing.add(closing);
+    void closing.finally(() => this.closing.delete(closing));
+  }
+
+  /** The block backend of the guest's disk `vdev`, for its I/O (test controls) and live snapshots. */
+  private diskBackend(d: SimDomain, vdev: string, op: string): { x: dev.SimDevice; backend: SimBlockBackend | undefined } {
+    const x = d.devices.get(devKey('vbd', dev.vdevToDevid(vdev)));
+    if (x === undefined) throw new XenError('XEN_ERROR_NOTFOUND', `XEN_ERROR_NOTFOUND: domain ${d.domid} has no disk ${vdev} (${op})`, { op, domid: d.domid });
+    return { x, backend: x.backend };
+  }
+
+  /** See ToolstackConnection.snapshotDisk. */
+  async snapshotDisk(domid: number, vdev: string, childPath: string): Promise<DiskSnapshot> {
+    const op = 'domain.snapshotDisk';
+    const d = this.guest(domid, op);
+    if (d.phase !== 'up') throw inval(op, `domain ${domid} is ${d.state}`, domid);
+    const { x, backend } = this.diskBackend(d, vdev, op);
+    const config = x.config as DiskConfig;
+    if (config.format !== 'vhd' || backend === undefined) {
+      throw new XenError('XEN_DISK_NOT_VHD', `XEN_DISK_NOT_VHD: disk ${vdev} of domain ${domid} is ${config.format ?? 'raw'} ${JSON.stringify(config.target)}, not a VHD image: only a VHD can take a live snapshot (${op})`, { op, domid, path: config.target });
+    }
+    const { be } = dev.devicePaths(domid, x);
+    const done = await backend.snapshot(childPath, (child) => {
+      if (d.devices.get(devKey('vbd', x.devid)) === x) this.xs.write(`${be}/params`, `vhd:${child}`);
+    });
+    return { vdev: config.vdev, ...done };
+  }
+
+  /** The guest reads its disk (test control): waits while the guest is paused, and while the backend is. */
+  diskRead(domid: number, vdev: string, offset: number, length: number): Promise<Buffer> {
+    return this.guestIo(domid, vdev, 'mock.diskRead', (b) => b.read(offset, length));
+  }
+
+  /** The guest writes its disk (test control); resolves when the backend completes the request. */
+  diskWrite(domid: number, vdev: string, offset: number, data: Uint8Array): Promise<void> {
+    return this.guestIo(domid, vdev, 'mock.diskWrite', (b) => b.write(offset, data));
+  }
+
+  private async guestIo<T>(domid: number, vdev: string, op: string, fn: (b: SimBlockBackend) => Promise<T>): Promise<T> {
+    const d = this.guest(domid, op);
+    if (d.phase !== 'up') throw inval(op, `domain ${domid} is ${d.state}`, domid);
+    const { backend } = this.diskBackend(d, vdev, op);
+    if (backend === undefined) throw new XenError('XEN_ERROR_NOTFOUND', `XEN_ERROR_NOTFOUND: disk ${vdev} of domain ${domid} is an empty drive (${op})`, { op, domid });
+    return new Promise<T>((resolve, reject) => d.asGuest(() => void fn(backend).then(resolve, reject)));
   }
 
   devices(domid: number): DeviceInfo[] {
@@ -625,7 +693,13 @@ export class Hypervisor {
     for (const settle of [...this.waiting]) settle(closedError('mock.hypervisor'));
     this.listeners.clear();
     for (const d of this.domains.values()) d.console.end();
+    for (const d of this.domains.values()) for (const x of d.devices.values()) this.closeBackend(x);
     this.xs.close();
+  }
+
+  /** Resolves once every disk image the backends had open is closed. */
+  async closeDisks(): Promise<void> {
+    while (this.closing.size > 0) await Promise.all([...this.closing]);
   }
 
   get isClosed(): boolean {

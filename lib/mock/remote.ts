@@ -9,6 +9,7 @@ import type {
   DeviceInfo,
   DeviceKind,
   DeviceSpec,
+  DiskSnapshot,
   DomainEvent,
   DomainInfo,
   HostInfo,
@@ -192,6 +193,9 @@ export class RemoteToolstack implements ToolstackConnection {
   }
   listDevices(domid: number): Promise<DeviceInfo[]> {
     return this.request('listDevices', [domid]);
+  }
+  snapshotDisk(domid: number, vdev: string, childPath: string): Promise<DiskSnapshot> {
+    return this.request('snapshotDisk', [domid, vdev, childPath]);
   }
 
   subscribe(listener: (event: DomainEvent) => void): () => void {

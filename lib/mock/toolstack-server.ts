@@ -42,6 +42,7 @@ const PLAIN = new Set([
   'attachDevice',
   'detachDevice',
   'listDevices',
+  'snapshotDisk',
 ]);
 /** Those among them whose last parameter is `{ signal }`. */
 const ABORTABLE: Record<string, number> = { createDomain: 1, attachDevice: 2, detachDevice: 3 };

@@ -7,6 +7,7 @@ import type {
   DeviceInfo,
   DeviceKind,
   DeviceSpec,
+  DiskSnapshot,
   DomainEvent,
   DomainInfo,
   HostInfo,
@@ -123,6 +124,10 @@ export class MockToolstack implements ToolstackConnection {
 
   listDevices(domid: number): Promise<DeviceInfo[]> {
     return this.call('device.list', () => this.hv.devices(domid));
+  }
+
+  snapshotDisk(domid: number, vdev: string, childPath: string): Promise<DiskSnapshot> {
+    return this.call('domain.snapshotDisk', () => this.hv.snapshotDisk(domid, vdev, childPath));
   }
 
   subscribe(listener: (event: DomainEvent) => void): () => void {

@@ -34,6 +34,7 @@ import type {
   DeviceInfo,
   DeviceKind,
   DeviceSpec,
+  DiskSnapshot,
   DomainEvent,
   DomainInfo,
   DomainState,
@@ -474,6 +475,26 @@ export class NativeToolstack implements ToolstackConnection {
       backendState: XENBUS[Number(beState ?? 0)] ?? 'unknown',
       config,
     };
+  }
+
+  /**
+   * Not possible on the Xen this backend drives. A live snapshot must repoint the running
+   * disk's backend at the new child image, and Xen 4.17 as Debian ships it has no backend
+   * that can do that for a VHD: blktap2 (tapdisk, `tap-ctl pause`/`unpause -a`) is gone from
+   * Xen since 4.13, blkback serves block devices only, and QEMU's qdisk cannot open a
+   * differencing VHD (qemu's vpc driver ignores parents). So this rejects with
+   * `XEN_LIVE_SNAPSHOT_UNSUPPORTED` once the domain is known to exist, having changed nothing.
+   */
+  snapshotDisk(domid: number, vdev: string, childPath: string): Promise<DiskSnapshot> {
+    const op = 'domain.snapshotDisk';
+    return this.run(op, domid, async () => {
+      await this.existing(domid, op);
+      throw new XenError(
+        'XEN_LIVE_SNAPSHOT_UNSUPPORTED',
+        `XEN_LIVE_SNAPSHOT_UNSUPPORTED: cannot snapshot ${vdev} into ${childPath} live: Xen 4.17 has no blktap2, and qdisk cannot open a differencing VHD, so no backend can be switched to the child (${op})`,
+        { op, domid, path: childPath },
+      );
+    });
   }
 
   listDevices(domid: number): Promise<DeviceInfo[]> {

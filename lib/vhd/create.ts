@@ -4,6 +4,7 @@ import { basename, dirname, join } from 'node:path';
 import { batBytes, sharedBatBytes, sharedUnusedBat } from './bat.js';
 import { BATMAP_HEADER_SIZE, BATMAP_VERSION, type BatmapHeader, batmapSectors, encodeBatmapHeader } from './batmap.js';
 import { bitmapBytes } from './bitmap.js';
+import { abortError } from '../errors.js';
 import { fsError } from './errors.js';
 import { type VhdFiles, nodeFiles } from './files.js';
 import { NIL_UUID, padToSector, toVhdTimestamp } from './fields.js';
@@ -36,6 +37,32 @@ export interface NewImageSpec {
   type: 'raw' | 'fixed' | 'dynamic' | 'differencing';
   blockSize: number;
   parent?: NewImageParent;
+  /**
+   * Write zeros over a fixed image's whole data area, so that every byte has storage (as
+   * blktap's libvhd does: a fixed disk must not fail with ENOSPC later). Default true;
+   * import and convert pass false and write every block themselves.
+   */
+  allocate?: boolean;
+  /** Stops the zero fill of a fixed image (AbortError; the temporary file is removed). */
+  signal?: AbortSignal;
+  /**
+   * Make the image durable (`fdatasync`) before it is put in place (default true). A
+   * snapshot's child skips it: syncing its BAT (4 bytes per 2 MiB of disk) is the one cost
+   * that would grow with the disk's size, and the child's first flush makes it durable
+   * along with the first data written to it.
+   */
+  sync?: boolean;
+}
+
+/** Zeros for {@link zeroFill}: one shared buffer, never written to. */
+export const ZEROS = Buffer.alloc(4 * 1024 * 1024);
+
+/** Writes zeros over bytes [from, to) of `fh`, 4 MiB at a time, checking `signal` between writes. */
+export async function zeroFill(fh: FileHandle, from: number, to: number, signal?: AbortSignal): Promise<void> {
+  for (let at = from; at < to; at += ZEROS.length) {
+    if (signal?.aborted) throw abortError(signal);
+    await writeAll(fh, ZEROS.subarray(0, Math.min(ZEROS.length, to - at)), at);
+  }
 }
 
 /** A footer as blktap writes it for a new disk. */
@@ -90,12 +117,15 @@ export async function writeNewImage(path: string, spec: NewImageSpec, replace = 
       if (spec.type === 'fixed' || spec.type === 'raw') {
         const footer = newFooter(spec.size, DiskType.fixed, NO_DATA_OFFSET);
         await fh.truncate(spec.size);
-        if (spec.type === 'fixed') await writeAll(fh, encodeFooter(footer), spec.size);
+        if (spec.type === 'fixed') {
+          if (spec.allocate !== false) await zeroFill(fh, 0, spec.size, spec.signal);
+          await writeAll(fh, encodeFooter(footer), spec.size);
+        }
         image = { footer, footerOffset: spec.size, size: spec.size, sparse: undefined };
       } else {
         image = await writeSparse(fh, path, spec);
       }
-      await fh.datasync();
+      if (spec.sync !== false) await fh.datasync();
     } finally {
       await fh.close();
     }

@@ -39,7 +39,8 @@ export interface CreateDiskOptions {
   /** Size in bytes: a multiple of 512, at most 2040 GiB. Kept exactly, whatever the CHS geometry. */
   size: number;
   /**
-   * `dynamic` grows as blocks are written; `fixed` allocates the whole size up front;
+   * `dynamic` grows as blocks are written; `fixed` allocates the whole size up front (zeros
+   * are written over it, as blktap's libvhd does, so it never runs out of space later);
    * `raw` is a plain file of the disk's bytes (sparse where never written).
    */
   type: 'dynamic' | 'fixed' | 'raw';
@@ -50,6 +51,11 @@ export interface CreateDiskOptions {
    * with `EEXIST` instead.
    */
   overwrite?: boolean;
+  /**
+   * Stops a long create (a fixed disk's zero fill): the promise rejects with an `AbortError`
+   * and nothing is left at `path` (an old file there stays as it was).
+   */
+  signal?: AbortSignal;
 }
 
 /** Options of {@link VirtualDisk.open}. */
@@ -153,17 +159,20 @@ export class VirtualDisk {
   /** Creates a new, empty disk at `path` (replacing a file there unless `overwrite: false`) and opens it for writing. */
   static async create(path: string, options: CreateDiskOptions): Promise<VirtualDisk> {
     if (typeof path !== 'string' || path === '') throw new TypeError('path must be a non-empty string');
-    const { size, type, overwrite } = options ?? {};
+    const { size, type, overwrite, signal } = options ?? {};
     if (overwrite !== undefined && typeof overwrite !== 'boolean') throw new TypeError('overwrite must be a boolean');
+    if (signal !== undefined && !(signal instanceof AbortSignal)) throw new TypeError('signal must be an AbortSignal');
     checkNewDisk(path, type, size);
-    await writeNewImage(resolve(path), { size, type, blockSize: DEFAULT_BLOCK_SIZE }, overwrite ?? true);
+    if (signal?.aborted) throw abortError(signal);
+    await writeNewImage(resolve(path), { size, type, blockSize: DEFAULT_BLOCK_SIZE, ...(signal ? { signal } : {}) }, overwrite ?? true);
     return VirtualDisk.open(path, { format: type === 'raw' ? 'raw' : 'vhd' });
   }
 
   /**
    * Makes a new disk at `path` from a stream of raw disk bytes (a `Readable`, or any async
    * iterable of `Uint8Array`s), written beside `path` and renamed over it only once complete
-   * and (unless `sync: false`) durable. All-zero blocks stay unallocated (holes in a fixed or raw image). The
+   * and (unless `sync: false`) durable. All-zero blocks stay unallocated (holes in a raw image; a fixed one
+   * is fully allocated, zeros written there). The
    * stream must hold exactly `size` bytes (RangeError otherwise); `size` may be left out
    * when `source` is a `fs.ReadStream` of a whole file.
    *
@@ -199,10 +208,11 @@ export class VirtualDisk {
     if (signal?.aborted) throw abortError(signal);
     let bytesWritten = 0;
     await replaceAtomically(resolve(path), overwrite ?? true, 'vhd.import', files, async (tmp) => {
-      await writeNewImage(tmp, { size, type, blockSize: DEFAULT_BLOCK_SIZE }, false, files);
+      // A fixed image's zero blocks are written by the import itself: one pass, not two.
+      await writeNewImage(tmp, { size, type, blockSize: DEFAULT_BLOCK_SIZE, allocate: false }, false, files);
       const disk = await VirtualDisk.open(tmp, { format: type === 'raw' ? 'raw' : 'vhd', [internalOptions]: { files } } as OpenDiskOptions);
       try {
-        bytesWritten = await importInto(disk, source, size, options);
+        bytesWritten = await importInto(disk, source, size, options, type === 'fixed');
         if (sync !== false) await disk.flush();
       } finally {
         await disk.close();
@@ -214,8 +224,8 @@ export class VirtualDisk {
   /**
    * Copies the disk at `src` (a differencing disk with its whole chain, flattened) into a new
    * image of `type` at `dst`, written beside `dst` and renamed over it only once complete and
-   * (unless `sync: false`) durable. Only data is copied: unallocated and all-zero blocks stay unallocated (holes in
-   * a fixed or raw image). A raw source needs `format: 'raw'`; a raw source whose size is not
+   * (unless `sync: false`) durable. Only data is copied: unallocated and all-zero blocks stay unallocated
+   * (holes in a raw image; zeros written in a fixed one, which is fully allocated). A raw source needs `format: 'raw'`; a raw source whose size is not
    * a multiple of 512 is padded with zeros.
    *
    * @example
@@ -255,10 +265,10 @@ export class VirtualDisk {
       if (size === 0) throw new RangeError(`${source.path} is empty: a disk needs at least one sector`);
       let bytesWritten = 0;
       await replaceAtomically(resolve(dst), overwrite ?? true, 'vhd.convert', files, async (tmp) => {
-        await writeNewImage(tmp, { size, type, blockSize: DEFAULT_BLOCK_SIZE }, false, files);
+        await writeNewImage(tmp, { size, type, blockSize: DEFAULT_BLOCK_SIZE, allocate: false }, false, files);
         const target = await VirtualDisk.open(tmp, { format: type === 'raw' ? 'raw' : 'vhd', [internalOptions]: { files } } as OpenDiskOptions);
         try {
-          bytesWritten = await copyDisk(source, (o, l) => source.holdsData(o, l), target, options);
+          bytesWritten = await copyDisk(source, (o, l) => source.holdsData(o, l), target, options, type === 'fixed');
           if (sync !== false) await target.flush();
         } finally {
           await target.close();
@@ -306,13 +316,17 @@ export class VirtualDisk {
    * is marked hidden (if it is not already) and must not be written again. Call it once per
    * child to make many children of one base.
    */
-  static async clone(basePath: string, childPath: string): Promise<VirtualDisk> {
+  static clone(basePath: string, childPath: string): Promise<VirtualDisk>;
+  /** @internal With the engine's internal options (the crash tests' file layer). */
+  static clone(basePath: string, childPath: string, internal: WithInternal<object>): Promise<VirtualDisk>;
+  static async clone(basePath: string, childPath: string, internal?: WithInternal<object>): Promise<VirtualDisk> {
     if (typeof basePath !== 'string' || basePath === '') throw new TypeError('basePath must be a non-empty string');
+    const files = filesOf(internal);
     // An already hidden base is only read, so it may be a read-only file.
-    let base = await VirtualDisk.openChain(resolve(basePath), true, [], true, nodeFiles);
+    let base = await VirtualDisk.openChain(resolve(basePath), true, [], true, files);
     if (!base.footer.hidden) {
       await base.close();
-      base = await VirtualDisk.openChain(resolve(basePath), false, [], true, nodeFiles);
+      base = await VirtualDisk.openChain(resolve(basePath), false, [], true, files);
     }
     try {
       // The base, now read-only, becomes the child's parent as it is: nothing read twice.
@@ -346,17 +360,21 @@ export class VirtualDisk {
    * await rm(dir, { recursive: true });
    * ```
    */
-  static async check(path: string): Promise<VhdProblem[]> {
+  static check(path: string): Promise<VhdProblem[]>;
+  /** @internal With the engine's internal options (the crash tests' file layer). */
+  static check(path: string, internal: WithInternal<object>): Promise<VhdProblem[]>;
+  static async check(path: string, internal?: WithInternal<object>): Promise<VhdProblem[]> {
     if (typeof path !== 'string' || path === '') throw new TypeError('path must be a non-empty string');
     const abs = resolve(path);
+    const files = filesOf(internal);
     let fh: FileHandle;
     try {
-      fh = await nodeFiles.open(abs, 'r');
+      fh = await files.open(abs, 'r');
     } catch (err) {
       throw fsError(err, 'vhd.check', abs);
     }
     try {
-      return await checkImage(fh, abs, nodeFiles);
+      return await checkImage(fh, abs, files);
     } catch (err) {
       throw fsError(err, 'vhd.check', abs);
     } finally {
@@ -390,9 +408,12 @@ export class VirtualDisk {
    * await rm(dir, { recursive: true });
    * ```
    */
-  static async repair(path: string): Promise<RepairReport> {
+  static repair(path: string): Promise<RepairReport>;
+  /** @internal With the engine's internal options (the crash tests' file layer). */
+  static repair(path: string, internal: WithInternal<object>): Promise<RepairReport>;
+  static async repair(path: string, internal?: WithInternal<object>): Promise<RepairReport> {
     if (typeof path !== 'string' || path === '') throw new TypeError('path must be a non-empty string');
-    return repairImage(resolve(path), nodeFiles);
+    return repairImage(resolve(path), filesOf(internal));
   }
 
   private static async openChain(path: string, readOnly: boolean, seen: string[], allowHidden: boolean, files: VhdFiles): Promise<VirtualDisk> {
@@ -522,7 +543,9 @@ export class VirtualDisk {
    * Makes `childPath` a new differencing disk whose parent is this one, and turns this disk
    * hidden and read-only. Nothing is copied: the child starts empty and reads through. The
    * child is built from what this disk already holds in memory, so the time taken does not
-   * depend on the disk's size or data (beyond writing the child's empty BAT).
+   * depend on the disk's size or data: the hidden flag is made durable at once, the child
+   * (its empty BAT, 4 bytes per 2 MiB, from a table shared by all new images) is written but
+   * not synced — its first {@link flush} makes it durable, with the first data written to it.
    */
   async snapshot(childPath: string): Promise<VirtualDisk> {
     if (this.closed) throw closedError('vhd.snapshot');
@@ -724,25 +747,40 @@ export class VirtualDisk {
     if (await access(child).then(() => true, () => false)) {
       throw XenError.fromErrno('EEXIST', { op: 'vhd.snapshot', path: child });
     }
+    const before = { footer: this.footer, readOnly: this.readOnly };
     if (!this.footer.hidden) {
       if (this.readOnly) throw vhdError('VHD_READ_ONLY', 'the disk is open read-only and cannot be marked hidden', this.path, 'vhd.snapshot');
       // Hidden before the child exists: a crash in between leaves a hidden disk, never a
       // writable parent with a child.
-      const footer = { ...this.footer, hidden: true };
-      if (this.blocks) await this.blocks.writeFooter(footer);
-      else await writeAll(this.fh, encodeFooter(footer), this.image.footerOffset);
-      await this.fh.datasync();
-      this.footer = footer;
-      parent.footer = footer;
+      await this.setHidden(true);
+      parent.footer = this.footer;
     }
     this.readOnly = true;
-    const mtime = (await this.fh.stat()).mtime;
-    const image = await writeNewImage(child, {
-      size: this.size,
-      type: 'differencing',
-      blockSize: this.blocks?.blockSize ?? DEFAULT_BLOCK_SIZE,
-      parent: { path: this.path, uuid: this.footer.uuid, timestamp: toVhdTimestamp(mtime) },
-    }, false, this.files);
+    let image: VhdImage;
+    try {
+      const mtime = (await this.fh.stat()).mtime;
+      // Not synced: the child's BAT grows with the disk's size, and the child's first flush
+      // makes it durable with the first data written to it (nothing in it needs to be before).
+      image = await writeNewImage(child, {
+        size: this.size,
+        type: 'differencing',
+        blockSize: this.blocks?.blockSize ?? DEFAULT_BLOCK_SIZE,
+        parent: { path: this.path, uuid: this.footer.uuid, timestamp: toVhdTimestamp(mtime) },
+        sync: false,
+      }, false, this.files);
+    } catch (err) {
+      // No child came to be: the disk goes back to what it was (a live snapshot's guest keeps writing to it).
+      if (!before.footer.hidden) {
+        await this.setHidden(false).then(
+          () => {
+            this.readOnly = before.readOnly;
+            parent.footer = this.footer;
+          },
+          () => undefined,
+        );
+      }
+      throw err;
+    }
     let fh: FileHandle;
     try {
       fh = await this.files.open(child, 'r+');
@@ -751,6 +789,15 @@ export class VirtualDisk {
     }
     const sparse = image.sparse as NonNullable<VhdImage['sparse']>;
     return new VirtualDisk(child, fh, image, false, parent, new SparseBlocks(fh, child, sparse, image.footerOffset, image.footer), this.files);
+  }
+
+  /** Writes blktap's hidden flag into the footer (end footer, then the copy at 0) and makes it durable. */
+  private async setHidden(hidden: boolean): Promise<void> {
+    const footer = { ...this.footer, hidden };
+    if (this.blocks) await this.blocks.writeFooter(footer);
+    else await writeAll(this.fh, encodeFooter(footer), this.image.footerOffset);
+    await this.fh.datasync();
+    this.footer = footer;
   }
 
   /** Whether any disk of the chain stores data for some of bytes [offset, offset + length). */

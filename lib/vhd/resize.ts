@@ -2,7 +2,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { BAT_UNUSED, batBytes, encodeBat } from './bat.js';
 import { BATMAP_HEADER_SIZE, batmapChecksum, batmapSectors, encodeBatmapHeader } from './batmap.js';
 import { testBit } from './bitmap.js';
-import { writeAll } from './create.js';
+import { writeAll, zeroFill } from './create.js';
 import { vhdError } from './errors.js';
 import { FOOTER_SIZE, type VhdFooter, encodeFooter } from './footer.js';
 import { chsGeometry } from './geometry.js';
@@ -20,8 +20,6 @@ export interface ResizeTarget {
   /** Size of the parent, for a differencing disk: its data shows through up to there. */
   parentSize: number | undefined;
 }
-
-const ZEROS = Buffer.alloc(1024 * 1024);
 
 /**
  * Changes the virtual size of an image. Every step leaves a file that opens as either the old
@@ -58,9 +56,6 @@ async function writeSparseFooter(t: ResizeTarget, footer: VhdFooter): Promise<vo
   await t.fh.datasync();
 }
 
-async function zeroRange(fh: FileHandle, from: number, to: number): Promise<void> {
-  for (let at = from; at < to; at += ZEROS.length) await writeAll(fh, ZEROS.subarray(0, Math.min(ZEROS.length, to - at)), at);
-}
 
 /**
  * A fixed disk's old footer sits where the new area begins. First a copy of the old footer
@@ -71,7 +66,8 @@ async function growFixed(t: ResizeTarget, newSize: number): Promise<void> {
   const { fh } = t;
   const oldEnd = await fileEnd(fh);
   if (newSize > oldEnd) await writeAll(fh, encodeFooter(t.footer), newSize);
-  await zeroRange(fh, t.size, Math.min(newSize, oldEnd + FOOTER_SIZE));
+  // The whole new area gets storage, as a fixed disk's data has (not only the old footer's place).
+  await zeroFill(fh, t.size, newSize);
   await fh.datasync();
   await writeAll(fh, encodeFooter(resized(t.footer, newSize)), newSize);
   // A file that had room past its data keeps its old footer at the end until cut here.

@@ -120,13 +120,15 @@ function isZero(b: Buffer, zeros: Buffer): boolean {
 /**
  * Copies `source` into the empty `target` block by block. Blocks that `holdsData` says no
  * image stores are skipped unread; blocks read as all zeros are skipped too (the target
- * already reads zeros there).
+ * already reads zeros there) — unless `allocate` (a fixed target, whose every byte must have
+ * storage): then zeros are written there, so the image is filled in one pass.
  */
 export async function copyDisk(
   source: CopySource,
   holdsData: (offset: number, length: number) => boolean,
   target: CopyTarget,
   { signal, onProgress }: TransferOptions,
+  allocate = false,
 ): Promise<number> {
   const step = DEFAULT_BLOCK_SIZE;
   const zeros = Buffer.alloc(step);
@@ -137,12 +139,12 @@ export async function copyDisk(
     const length = Math.min(step, total - offset);
     // A mostly empty 2 TiB disk is a million blocks skipped without I/O: let others run.
     if (++steps % 4096 === 0) await new Promise(setImmediate);
-    if (holdsData(offset, length)) {
-      const data = await source.read(offset, length);
-      if (!isZero(data, zeros)) {
-        await target.write(offset, data);
-        written += data.length;
-      }
+    const data = holdsData(offset, length) ? await source.read(offset, length) : undefined;
+    if (data !== undefined && !isZero(data, zeros)) {
+      await target.write(offset, data);
+      written += data.length;
+    } else if (allocate) {
+      await target.write(offset, zeros.subarray(0, length));
     }
     onProgress?.({ done: offset + length, total });
   }
@@ -152,6 +154,7 @@ export async function copyDisk(
 /**
  * Writes the raw bytes of `source` into the empty `target`, which is exactly `size` bytes:
  * gathered into whole blocks so that each block is written (or, all zeros, skipped) at once.
+ * With `allocate` (a fixed target) all-zero blocks are written too, as zeros.
  * RangeError when the stream holds more or fewer than `size` bytes.
  */
 export async function importInto(
@@ -159,6 +162,7 @@ export async function importInto(
   source: AsyncIterable<Uint8Array>,
   size: number,
   { signal, onProgress }: TransferOptions,
+  allocate = false,
 ): Promise<number> {
   const step = DEFAULT_BLOCK_SIZE;
   const zeros = Buffer.alloc(step);
@@ -170,9 +174,11 @@ export async function importInto(
   // and writing overlap, as qemu-img's parallel requests do.
   const inFlight: Array<Promise<void>> = [];
   const put = async (data: Buffer): Promise<void> => {
-    if (!isZero(data, zeros)) {
-      const writing = target.write(offset, data);
-      written += data.length;
+    const zero = isZero(data, zeros);
+    if (!zero || allocate) {
+      // The shared zero block, not the stage buffer, which is reused once written.
+      const writing = target.write(offset, zero ? zeros.subarray(0, data.length) : data);
+      if (!zero) written += data.length;
       writing.catch(() => undefined); // awaited below; not an unhandled rejection meanwhile
       inFlight.push(writing);
       if (inFlight.length >= MAX_IN_FLIGHT) await inFlight.shift();

@@ -21,6 +21,8 @@ function inProcess(timing: MockTiming): ToolstackSuiteFactory {
       crash: (domid) => void get().then((h) => h.crashDomain(domid)),
       shutdown: (domid, reason) => void get().then((h) => h.guestShutdown(domid, reason)),
       writeConsole: (domid, text) => void get().then((h) => h.writeConsole(domid, text)),
+      diskWrite: async (domid, vdev, offset, data) => (await get()).guestDiskWrite(domid, vdev, offset, data),
+      diskRead: async (domid, vdev, offset, length) => (await get()).guestDiskRead(domid, vdev, offset, length),
     },
     cleanup: async () => (await host)?.close(),
   };
@@ -43,6 +45,8 @@ function overSockets(): ToolstackSuiteFactory {
       crash: (domid) => void get().then((h) => h.crashDomain(domid)),
       shutdown: (domid, reason) => void get().then((h) => h.guestShutdown(domid, reason)),
       writeConsole: (domid, text) => void get().then((h) => h.writeConsole(domid, text)),
+      diskWrite: async (domid, vdev, offset, data) => (await get()).guestDiskWrite(domid, vdev, offset, data),
+      diskRead: async (domid, vdev, offset, length) => (await get()).guestDiskRead(domid, vdev, offset, length),
     },
     cleanup: async () => {
       await (await host)?.close();

@@ -5,9 +5,12 @@
  * in the real-Xen tier later. What only a simulated host can do (make a guest crash,
  * type on its console) is gated by the factory's feature table.
  */
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import type { DomainConfig, DomainEvent, ShutdownReason, Xen } from '../../lib/index.js';
+import { type DomainConfig, type DomainEvent, type ShutdownReason, VirtualDisk, type Xen } from '../../lib/index.js';
 
 /** How the suite reaches the host under test. */
 export interface ToolstackSuiteFactory {
@@ -27,14 +30,19 @@ export interface ToolstackSuiteFactory {
   /**
    * What the host lacks (all present when absent): `hotplug` (the disk images under /srv
    * and bridge xenbr0 the device test attaches), `saveRestore` (a guest that can be
-   * suspended: it needs a kernel with PV suspend support).
+   * suspended: it needs a kernel with PV suspend support), `liveSnapshot` (a disk backend that
+   * can be repointed at a VHD child while the domain runs: the native backend on Xen 4.17
+   * has none, and declares it, see docs/vhd.md).
    */
-  readonly missing?: readonly ('hotplug' | 'saveRestore')[];
+  readonly missing?: readonly ('hotplug' | 'saveRestore' | 'liveSnapshot')[];
   /** Test controls of a simulated guest; absent on real Xen. */
   readonly guest?: {
     crash(domid: number): void;
     shutdown(domid: number, reason: ShutdownReason): void;
     writeConsole(domid: number, text: string): void;
+    /** The guest writes / reads its disk `vdev` through the disk's backend; resolves when the request completes. */
+    diskWrite(domid: number, vdev: string, offset: number, data: Buffer): Promise<void>;
+    diskRead(domid: number, vdev: string, offset: number, length: number): Promise<Buffer>;
   };
   /** Releases everything the factory made. */
   cleanup(): Promise<void>;
@@ -297,6 +305,70 @@ export function toolstackConformance(name: string, factory: ToolstackSuiteFactor
         await a.detachDevice(dev);
         await b.attachPci({ bdf: vf, permissive: true });
         await expectCode(b.attachPci('ff:1f.7'), 'XEN_ERROR_FAIL');
+      });
+    });
+
+    describe('live disk snapshots', () => {
+      const live = !factory.missing?.includes('liveSnapshot');
+      const io = factory.guest;
+      let dir: string;
+      const MiB = 1024 * 1024;
+      const vhd = async (name: string): Promise<string> => {
+        dir ??= await mkdtemp(join(tmpdir(), 'xenode-conf-live-'));
+        const path = join(dir, name);
+        await (await VirtualDisk.create(path, { size: 8 * MiB, type: 'dynamic' })).close();
+        return path;
+      };
+      afterAll(async () => {
+        if (dir !== undefined) await rm(dir, { recursive: true, force: true });
+      });
+
+      it.skipIf(!live || io === undefined)('snapshots a running VHD disk: earlier writes in the parent, later in the child', async () => {
+        const guest = io as NonNullable<typeof io>;
+        const root = await vhd(`root-${serial}.vhd`);
+        const dom = await (await open()).domains.create(config({ disks: [{ target: root, vdev: 'xvda', format: 'vhd' }] }));
+        await guest.diskWrite(dom.domid, 'xvda', 4096, Buffer.from('parent data'));
+        const pending = guest.diskWrite(dom.domid, 'xvda', 3 * MiB, Buffer.alloc(8192, 'p'));
+        const snap = await dom.snapshotDisk('xvda', `${root}.child`);
+        await pending;
+        expect(snap).toMatchObject({ vdev: 'xvda', parent: root, child: `${root}.child` });
+        expect(typeof snap.pausedMs).toBe('number');
+        await guest.diskWrite(dom.domid, 'xvda', 4096, Buffer.from('CHILD'));
+        expect((await guest.diskRead(dom.domid, 'xvda', 4096, 11)).toString()).toBe('CHILDt data');
+        expect((await guest.diskRead(dom.domid, 'xvda', 3 * MiB, 8192)).equals(Buffer.alloc(8192, 'p'))).toBe(true);
+        expect((await dom.config()).disks?.[0]?.target).toBe(snap.child);
+        const dev = (await dom.listDevices()).find((d) => d.devid === 51712);
+        expect(dev?.config).toMatchObject({ target: snap.child });
+        await dom.destroy();
+        const parent = await VirtualDisk.open(root, { readOnly: true });
+        expect(parent.info().hidden).toBe(true);
+        expect((await parent.read(4096, 11)).toString()).toBe('parent data');
+        await parent.close();
+      });
+
+      it.skipIf(!live || io === undefined)('refuses bad requests with nothing changed', async () => {
+        const guest = io as NonNullable<typeof io>;
+        const root = await vhd(`bad-${serial}.vhd`);
+        const taken = await vhd(`taken-${serial}.vhd`);
+        const dom = await (await open()).domains.create(config({ disks: [{ target: root, vdev: 'xvda', format: 'vhd' }, { target: '/srv/conf-raw.img', vdev: 'xvdb' }] }));
+        const files = (await readdir(dir)).sort();
+        await expectCode(dom.snapshotDisk('xvdc', `${root}.c`), 'XEN_ERROR_NOTFOUND');
+        await expectCode(dom.snapshotDisk('xvdb', `${root}.c`), 'XEN_DISK_NOT_VHD');
+        await expectCode(dom.snapshotDisk('xvda', taken), 'EEXIST');
+        expect((await readdir(dir)).sort()).toEqual(files);
+        await guest.diskWrite(dom.domid, 'xvda', 0, Buffer.from('still writable'));
+        expect((await dom.config()).disks?.[0]?.target).toBe(root);
+        await dom.pause();
+        await dom.destroy();
+        await expectCode(dom.snapshotDisk('xvda', `${root}.c`), 'ESRCH');
+        const disk = await VirtualDisk.open(root);
+        expect((await disk.read(0, 14)).toString()).toBe('still writable');
+        await disk.close();
+      });
+
+      it.skipIf(live)('says the backend cannot snapshot a running disk', async () => {
+        const dom = await (await open()).domains.create(config());
+        await expectCode(dom.snapshotDisk('xvda', join(tmpdir(), `xenode-conf-${serial}.vhd`)), 'XEN_LIVE_SNAPSHOT_UNSUPPORTED');
       });
     });
 

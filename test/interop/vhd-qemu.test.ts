@@ -6,6 +6,7 @@
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { VirtualDisk } from '../../lib/index.js';
 import { qemuImgRunner } from '../helpers/qemu-img.js';
@@ -81,6 +82,44 @@ describe.skipIf(!hasQemu)('qemu-img interop (vpc)', () => {
       });
     }
   }
+
+  it('a fixed VHD is fully allocated: qemu-img compare -s (strict, allocation-aware) matches a raw file', async () => {
+    const size = 12 * MiB + 512;
+    const path = fresh('vhd');
+    const disk = await VirtualDisk.create(path, { size, type: 'fixed' });
+    const expected = Buffer.alloc(size);
+    let seed = 3;
+    for (const at of [0, 5 * MiB - 1000, 9 * MiB + 4096, size - 700]) {
+      const data = pattern(Math.min(64 * 1024, size - at), seed++);
+      data.fill(0xa5, 0, 16); // never all zeros, even where the pattern has a zero block
+      await disk.write(at, data);
+      data.copy(expected, at);
+    }
+    await disk.close();
+    const raw = fresh('raw');
+    // writeFileSync-style: every byte of the raw file is allocated, zeros included.
+    await writeFile(raw, expected);
+    await qemuImg('compare', '-q', '-s', '-f', 'vpc', '-F', 'raw', path, raw);
+  });
+
+  it('a fixed VHD made by convert, by import and grown by resize is fully allocated too', async () => {
+    const size = 6 * MiB;
+    const data = pattern(size, 21); // blocks 1 and 3 are zero blocks: they must get storage all the same
+    const src = fresh('raw');
+    await writeFile(src, data);
+    const converted = fresh('vhd');
+    await VirtualDisk.convert(src, converted, { type: 'fixed', format: 'raw' });
+    await qemuImg('compare', '-q', '-s', '-f', 'vpc', '-F', 'raw', converted, src);
+    const imported = fresh('vhd');
+    await VirtualDisk.import(imported, Readable.from([data]), { type: 'fixed', size });
+    await qemuImg('compare', '-q', '-s', '-f', 'vpc', '-F', 'raw', imported, src);
+    const grown = await VirtualDisk.open(imported);
+    await grown.resize(size + 3 * MiB);
+    await grown.close();
+    const bigger = fresh('raw');
+    await writeFile(bigger, Buffer.concat([data, Buffer.alloc(3 * MiB)]));
+    await qemuImg('compare', '-q', '-s', '-f', 'vpc', '-F', 'raw', imported, bigger);
+  });
 
   it('xenode writes into an empty dynamic VHD made by qemu-img create, and qemu reads it back', async () => {
     const path = fresh('vhd');

@@ -300,6 +300,19 @@ describe('native toolstack: devices', () => {
     expect(host.calls).toContainEqual(['remove', domid, 'disk', { vdev: 'xvdb' }]);
     await expect(ts.detachDevice(domid, 'vif', 0)).rejects.toMatchObject({ code: 'XEN_ERROR_NOTFOUND' });
   });
+
+  it('refuses a live disk snapshot, saying why, without touching libxl or the disk', async () => {
+    const host = new FakeHost();
+    const ts = host.toolstack();
+    const domid = await ts.createDomain(cfg);
+    host.vbd(domid, 51712, 'xvda', '/srv/root.vhd');
+    const before = host.calls.length;
+    const err = await ts.snapshotDisk(domid, 'xvda', '/srv/root-1.vhd').catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'XEN_LIVE_SNAPSHOT_UNSUPPORTED', domid, path: '/srv/root-1.vhd' });
+    expect((err as Error).message).toMatch(/blktap2.*qdisk/);
+    expect(host.calls.slice(before).filter((c) => c[0] !== 'domainInfo')).toEqual([]);
+    await expect(ts.snapshotDisk(99, 'xvda', '/srv/x.vhd')).rejects.toMatchObject({ code: 'ESRCH' });
+  });
 });
 
 describe('native toolstack: events and shutdown actions', () => {

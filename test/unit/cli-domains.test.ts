@@ -57,6 +57,25 @@ describe('xenode domain commands --mock-host', () => {
     expect(info.find((d) => d.name === 'web')).toMatchObject({ memory: { target: 384 }, vcpus: { online: 2 } });
   });
 
+  it('takes a live snapshot of a VHD disk, and says why it cannot for another', async () => {
+    const { VirtualDisk } = await import('../../lib/index.js');
+    const root = join(dir, 'db.vhd');
+    await (await VirtualDisk.create(root, { size: 8 * 1024 * 1024, type: 'dynamic' })).close();
+    await writeFile(join(dir, 'db.cfg'), `name = "db"\nkernel = "/boot/vmlinuz"\nmemory = 128\nvcpus = 1\ndisk = [ "format=vhd, vdev=xvda, access=rw, target=${root}" ]\n`);
+    expect((await cli('create', join(dir, 'db.cfg'))).code).toBe(0);
+    const out = await cli('block-snapshot', 'db', 'xvda', join(dir, 'db-1.vhd'), '--json');
+    expect(out.code).toBe(0);
+    const snap = JSON.parse(out.stdout) as { vdev: string; parent: string; child: string; pausedMs: number };
+    expect(snap).toMatchObject({ vdev: 'xvda', parent: root, child: join(dir, 'db-1.vhd') });
+    const text = await cli('block-snapshot', 'db', 'xvda', join(dir, 'db-2.vhd'));
+    expect(text.stdout).toMatch(/^db xvda: now on .*db-2\.vhd; .*db-1\.vhd is its hidden parent \(guest I\/O held [\d.]+ ms\)\n$/);
+    const refused = await cli('block-snapshot', 'web', 'xvda', join(dir, 'web-1.vhd'));
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain('XEN_DISK_NOT_VHD');
+    expect((await cli('block-snapshot', 'db', 'xvda')).code).toBe(2);
+    expect((await cli('destroy', 'db')).code).toBe(0);
+  });
+
   it('shows the host', async () => {
     const info = await cli('info');
     expect(info.stdout).toMatch(/^xen_version\s+: 4\.17/m);

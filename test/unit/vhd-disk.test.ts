@@ -83,6 +83,40 @@ describe('VirtualDisk.create / open', () => {
     await disk.close();
   });
 
+  it('gives a fixed disk storage for every byte (zeros written, as libvhd does), a raw one none', async () => {
+    const size = 24 * MiB;
+    const fixed = fresh();
+    await (await VirtualDisk.create(fixed, { size, type: 'fixed' })).close();
+    const st = await stat(fixed);
+    expect(st.size).toBe(size + 512);
+    expect(st.blocks * 512).toBeGreaterThanOrEqual(size);
+    const raw = fresh('raw');
+    await (await VirtualDisk.create(raw, { size, type: 'raw' })).close();
+    expect((await stat(raw)).blocks * 512).toBeLessThan(MiB);
+  });
+
+  it('stops a fixed create on abort, leaving no file and an old one untouched', async () => {
+    const path = fresh();
+    const ac = new AbortController();
+    const creating = VirtualDisk.create(path, { size: 64 * MiB, type: 'fixed', signal: ac.signal });
+    ac.abort();
+    await expect(creating).rejects.toMatchObject({ name: 'AbortError' });
+    await expect(stat(path)).rejects.toMatchObject({ code: 'ENOENT' });
+    const old = await VirtualDisk.create(path, { size: MiB, type: 'dynamic' });
+    await old.write(0, Buffer.from('old data'));
+    await old.close();
+    const again = new AbortController();
+    const replacing = VirtualDisk.create(path, { size: 64 * MiB, type: 'fixed', signal: again.signal });
+    again.abort();
+    await expect(replacing).rejects.toMatchObject({ name: 'AbortError' });
+    const kept = await VirtualDisk.open(path, { readOnly: true });
+    expect((await kept.read(0, 8)).toString()).toBe('old data');
+    await kept.close();
+    expect((await readdir(dirname(path))).filter((f) => f.endsWith('.tmp'))).toEqual([]);
+    await expect(VirtualDisk.create(fresh(), { size: MiB, type: 'fixed', signal: AbortSignal.abort() })).rejects.toMatchObject({ name: 'AbortError' });
+    await expect(VirtualDisk.create(fresh(), { size: MiB, type: 'fixed', signal: 'no' as unknown as AbortSignal })).rejects.toThrow(TypeError);
+  });
+
   it('replaces an existing file atomically by default, and keeps it with overwrite: false', async () => {
     const path = fresh();
     const old = await VirtualDisk.create(path, { size: MiB, type: 'dynamic' });

@@ -238,7 +238,7 @@ describe('createReadStream', () => {
 
 describe('VirtualDisk.import', () => {
   for (const type of ['dynamic', 'fixed', 'raw'] as const) {
-    it(`makes a ${type} disk from a stream in odd chunks, leaving zero blocks unallocated`, async () => {
+    it(`makes a ${type} disk from a stream in odd chunks, ${type === 'fixed' ? 'allocating every block, zero ones too' : 'leaving zero blocks unallocated'}`, async () => {
       const size = 9 * MiB;
       const data = rawImage(size, [0, 2, 4]);
       data.write('tail', size - 4);
@@ -255,7 +255,9 @@ describe('VirtualDisk.import', () => {
       expect((await disk.read(0, size)).equals(data)).toBe(true);
       if (type === 'dynamic') expect(disk.info().allocatedBytes).toBe(3 * 2 * MiB); // blocks 0, 2 and 4 (which holds the tail)
       await disk.close();
-      if (type !== 'dynamic') expect((await stat(path)).blocks * 512).toBeLessThan(size); // holes where zero
+      // A raw image has holes where zero; a fixed one has storage for every byte, as "fixed" promises.
+      if (type === 'raw') expect((await stat(path)).blocks * 512).toBeLessThan(size);
+      if (type === 'fixed') expect((await stat(path)).blocks * 512).toBeGreaterThanOrEqual(size);
     });
   }
 
@@ -387,6 +389,9 @@ describe('VirtualDisk.convert', () => {
       expect((await out.read(0, size)).equals(expected)).toBe(true);
       // Blocks 2 (zeros in every image) and 3, 6, 7, 8 (never written) stay unallocated.
       if (type === 'dynamic') expect(out.info().allocatedBytes).toBeLessThan(size);
+      // A fixed disk gets storage there all the same (zeros written), a raw one holes.
+      if (type === 'fixed') expect((await stat(dst)).blocks * 512).toBeGreaterThanOrEqual(size);
+      if (type === 'raw') expect((await stat(dst)).blocks * 512).toBeLessThan(size);
       await out.close();
     }
     await leaf.close();
