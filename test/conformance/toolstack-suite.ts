@@ -366,10 +366,13 @@ export function toolstackConformance(name: string, factory: ToolstackSuiteFactor
         await disk.close();
       });
 
-      it.skipIf(live)('says the backend cannot snapshot a running disk', async () => {
-        const dom = await (await open()).domains.create(config());
-        await expectCode(dom.snapshotDisk('xvda', join(tmpdir(), `xenode-conf-${serial}.vhd`)), 'XEN_LIVE_SNAPSHOT_UNSUPPORTED');
-      });
+      // Registered only where the backend declares it cannot: elsewhere it would be a skip.
+      if (!live) {
+        it('says the backend cannot snapshot a running disk', async () => {
+          const dom = await (await open()).domains.create(config());
+          await expectCode(dom.snapshotDisk('xvda', join(tmpdir(), `xenode-conf-${serial}.vhd`)), 'XEN_LIVE_SNAPSHOT_UNSUPPORTED');
+        });
+      }
     });
 
     describe('events', () => {
