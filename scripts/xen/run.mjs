@@ -14,7 +14,7 @@
 //   npm run test:xen -- test/xen/host.test.ts -t xl   arguments for vitest in dom0
 //
 // Environment: XENODE_XEN_CACHE (default ~/.cache/xenode-xen), XENODE_XEN_TIMEOUT (seconds
-// per boot, default 1800), XENODE_XEN_MEMORY (QEMU -m, default 2G), XENODE_XEN_SERIAL=1
+// per boot, default 3600), XENODE_XEN_MEMORY (QEMU -m, default 2G), XENODE_XEN_SERIAL=1
 // (one boot after the other rather than side by side), CI=true (a missing tool fails
 // instead of skipping).
 import { spawn, spawnSync } from 'node:child_process';
@@ -27,7 +27,7 @@ import { fileURLToPath } from 'node:url';
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, '..', '..');
 const cache = process.env.XENODE_XEN_CACHE || join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'xenode-xen');
-const timeoutSeconds = Number(process.env.XENODE_XEN_TIMEOUT || 1800);
+const timeoutSeconds = Number(process.env.XENODE_XEN_TIMEOUT || 3600);
 const memory = process.env.XENODE_XEN_MEMORY || '2G';
 const dom0Memory = '1024M';
 const inCI = process.env.CI === 'true';
