@@ -124,6 +124,10 @@ Napi::Value XlHandle::RestoreDomain(const Napi::CallbackInfo& info) {
     auto* params = new libxl_domain_restore_params;
     api->libxl_domain_config_init(config);
     api->libxl_domain_restore_params_init(params);
+    // libxl's default is stream version 1, the pre-4.6 format, which it converts by
+    // running the convert-legacy-stream helper (python). libxl_domain_suspend writes
+    // version 2, so that is what a restore reads unless params say otherwise.
+    params->stream_version = 2;
     c.OnDispose([api, config, params] {
       api->libxl_domain_config_dispose(config);
       api->libxl_domain_restore_params_dispose(params);

@@ -200,7 +200,9 @@ export class LibxlConnection extends EventEmitter<LibxlConnectionEvents> {
 
   /**
    * Creates a domain from a save stream read from `fd` (see {@link suspendDomain}); keep
-   * `fd` open until this settles. `params` is a `libxl_domain_restore_params`.
+   * `fd` open until this settles. `params` is a `libxl_domain_restore_params`; its
+   * `stream_version` is 2 unless given (what {@link suspendDomain} writes; libxl's own
+   * default, 1, means a pre-4.6 stream that libxl converts with a python helper).
    */
   async restoreDomain(config: string | LibxlJson, fd: number, options: { params?: string | LibxlJson; paused?: boolean } = {}): Promise<number> {
     const text = jsonText(config, 'config');

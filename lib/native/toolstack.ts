@@ -23,6 +23,7 @@
  * `ERROR_DOMAIN_NOTFOUND` becomes `ESRCH`, `ERROR_NOMEM` `ENOMEM`.
  * @internal
  */
+import { randomUUID } from 'node:crypto';
 import { constants as fsc, createReadStream, open as openCb } from 'node:fs';
 import { mkdtemp, open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -270,7 +271,7 @@ export class NativeToolstack implements ToolstackConnection {
       this.xsDir(`${home}/cpu`),
     ]);
     // libxl's dominfo JSON leaves the uuid out; the domain's /vm/<uuid> path has it.
-    let uuid = /^\/vm\/([0-9a-f]{8}-[0-9a-f-]{27})/i.exec(vm ?? '')?.[1] ?? info.uuid;
+    let uuid = /^\/vm\/([0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12})/i.exec(vm ?? '')?.[1] ?? info.uuid;
     if (uuid === undefined && info.domid !== 0) uuid = ((await this.libxl.domainConfig(info.domid).catch(() => undefined)) as LibxlDomainConfig | undefined)?.c_info?.uuid;
     // vCPUs the toolstack set online (cpu/N/availability, as libxl_set_vcpuonline writes
     // it): what Xen counts as up lags until the guest kernel has brought them up.
@@ -324,7 +325,9 @@ export class NativeToolstack implements ToolstackConnection {
     return this.run('domains.create', undefined, async () => {
       const { signal } = options;
       if (signal?.aborted) throw abortError(signal);
-      const json = toLibxlConfig(config);
+      // xl, not libxl, makes up a domain's uuid: without one libxl creates the domain with
+      // the nil uuid, dom0's, and nothing could tell the two apart.
+      const json = toLibxlConfig({ ...config, uuid: config.uuid ?? randomUUID() });
       if (await this.nameTaken(config.name)) throw inval('domains.create', `a domain called '${config.name}' exists already`);
       const free = (await this.xc.physinfo()).freeMemoryKb;
       if (kib(config.memory) > free) throw XenError.fromErrno('ENOMEM', { op: 'domains.create', path: config.name });

@@ -16,6 +16,7 @@ function inProcess(timing: MockTiming): ToolstackSuiteFactory {
     kernel: '/boot/vmlinuz',
     timeoutMs: timing === 'instant' ? 1000 : 3000,
     assignablePci: '0000:03:10.1',
+    consoleBanner: /login: $/,
     connect: async () => connect({ backend: await get() }),
     guest: {
       crash: (domid) => void get().then((h) => h.crashDomain(domid)),
@@ -37,6 +38,7 @@ function overSockets(): ToolstackSuiteFactory {
     kernel: '/boot/vmlinuz',
     timeoutMs: 2000,
     assignablePci: '0000:03:10.2',
+    consoleBanner: /login: $/,
     connect: async () => {
       await get();
       return connect({ backend: connectMockHost(socket) });

@@ -185,9 +185,20 @@ describe('native toolstack: records', () => {
 describe('native toolstack: lifecycle', () => {
   it('creates paused from toLibxlConfig, then unpauses, as xl does', async () => {
     const host = new FakeHost();
-    const domid = await host.toolstack().createDomain(cfg);
-    expect(host.calls.filter((c) => c[0] === 'create')).toEqual([['create', toLibxlConfig(cfg), { paused: true }]]);
+    const uuid = '5b0f2c1e-8d3a-4e6f-9a7b-1c2d3e4f5a6b';
+    const domid = await host.toolstack().createDomain({ ...cfg, uuid });
+    expect(host.calls.filter((c) => c[0] === 'create')).toEqual([['create', toLibxlConfig({ ...cfg, uuid }), { paused: true }]]);
     expect(host.calls).toContainEqual(['unpause', domid]);
+  });
+
+  it('makes up a uuid when the config has none, as xl does (libxl would use the nil one, dom0\'s)', async () => {
+    const host = new FakeHost();
+    await host.toolstack().createDomain(cfg);
+    await host.toolstack().createDomain({ ...cfg, name: 'other' });
+    const uuids = host.calls.filter((c) => c[0] === 'create').map((c) => (c[1] as { c_info: { uuid?: string } }).c_info.uuid);
+    expect(uuids).toHaveLength(2);
+    for (const u of uuids) expect(u).toMatch(/^[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}$/);
+    expect(uuids[0]).not.toBe(uuids[1]);
   });
 
   it('refuses a name in use (XEN_ERROR_INVAL) and memory the host lacks (ENOMEM) before creating', async () => {
