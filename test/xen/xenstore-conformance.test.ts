@@ -55,7 +55,7 @@ abstract class RealXenFactory implements XenStoreSuiteFactory {
   /** A paused guest: libxl introduces it to xenstored while building it. */
   async introduce(): Promise<number> {
     const name = `xenode-intro-${process.pid}-${++introduced}`;
-    await xl(['create', '-p', guest.config, `name="${name}"`, 'memory=64']);
+    await xl(['create', '-p', guest.config, `name="${name}"`]);
     return Number((await xl(['domid', name])).trim());
   }
 
@@ -138,8 +138,8 @@ async function withRuntimeQuota(base: RealXenFactory, quota: Partial<XenStoreQuo
 let opening: Promise<unknown> = Promise.resolve();
 
 class NativeFactory extends RealXenFactory {
-  /** libxenstore's read_message refuses the frame; the handle is lost. */
-  readonly oversizedReply = 'E2BIG';
+  /** libxenstore's reader refuses the frame and drops the connection. */
+  readonly oversizedReply = 'XEN_CLOSED';
   private backend: Promise<XenBackend> | undefined;
   constructor(private readonly xenstoredPath: string) {
     super();
