@@ -32,6 +32,13 @@ export interface XenStoreSuiteFactory {
   /** Releases a domain that {@link introduce} introduced (fires `@releaseDomain`). */
   release?(domid: number): Promise<void>;
   /**
+   * Set, to the reason, when the store behind the factory cannot survive an unprivileged
+   * domain watching `@introduceDomain` while domains are introduced and the name's
+   * permissions change: on the real-Xen tier C xenstored 4.17 went away during that case,
+   * and a shared live store must outlive every case.
+   */
+  readonly guestSpecialWatchUnsafe?: string;
+  /**
    * The error code of a reply above XENSTORE_PAYLOAD_MAX on this transport: only
    * oxenstored sends one (`XS_DIRECTORY` of a long listing).
    */
@@ -701,7 +708,7 @@ export function xenStoreConformance(name: string, factory: XenStoreSuiteFactory)
         expect(new Set(events.slice(3).map((e) => e.join(' ')))).toEqual(new Set(['@releaseDomain out']));
       });
 
-      it.skipIf(!factory.unprivileged)('reach an unprivileged domain only when the special name grants it', async () => {
+      it.skipIf(!factory.unprivileged || factory.guestSpecialWatchUnsafe !== undefined)('reach an unprivileged domain only when the special name grants it', async () => {
         const dom0 = await open();
         const { domid, conn: g } = await guest(dom0);
         const events = record(g);
