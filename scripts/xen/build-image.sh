@@ -7,6 +7,8 @@
 #   boot.cpio.gz        busybox initramfs: mounts rootfs/ over 9p under a tmpfs overlay
 #   rootfs/             debootstrap --variant=minbase + xen-utils-4.17, xenstore-utils;
 #                       /sbin/xenode-init (dom0's PID 1); the test guest in /opt/xenode/guest/
+#                       (with xenode.relay on its command line it lends dom0 its XenStore
+#                       connections over its console: image/guest-relay.c)
 #
 # The folder is ${XENODE_XEN_CACHE:-${XDG_CACHE_HOME:-~/.cache}/xenode-xen}/image-<key>,
 # where <key> hashes everything the image is made from: this script, scripts/xen/image/,
@@ -122,8 +124,10 @@ guest=$work/rootfs/opt/xenode/guest
 mkdir -p "$guest" "$work/guest-root"/{bin,dev,proc,sys}
 cp "$work/vmlinuz" "$guest/vmlinuz"
 cp /bin/busybox "$work/guest-root/bin/busybox"
-gcc -static -O2 -Wall -o "$work/guest-root/bin/xenode-guest-xs" "$here/image/guest-xs.c" >&3 2>&1 ||
-  die "building xenode-guest-xs failed (see $cache/build.log)"
+for prog in guest-xs guest-relay; do
+  gcc -static -O2 -Wall -o "$work/guest-root/bin/xenode-$prog" "$here/image/$prog.c" >&3 2>&1 ||
+    die "building xenode-$prog failed (see $cache/build.log)"
+done
 install -m 0755 "$here/image/guest-init" "$work/guest-root/init"
 (cd "$work/guest-root" && find . | cpio -o -H newc 2>/dev/null | gzip -1) >"$guest/initramfs.cpio.gz"
 cat >"$guest/guest.cfg" <<'EOF'

@@ -3,29 +3,151 @@
  * xenstored of this boot (oxenstored or C xenstored), through each way xenode reaches it:
  *   - the native backend, libxenstore on xenstored's unix socket;
  *   - the TypeScript client on /var/run/xenstored/socket.
- * Every connection here is dom0's, so the suite's unprivileged, introduce and quota cases
- * do not apply; a real unprivileged domain is tested in guest-xenstore.test.ts. The
- * kernel's xenbus device, libxenstore's other transport, is checked at the end.
+ * Unprivileged connections are real guests' own: two test guests booted in relay mode
+ * lend theirs over their consoles (guest-relay.ts), so xenstored itself decides what an
+ * unprivileged domain may do. Introducing and releasing a domain is what the toolstack
+ * does: `xl create -p` and `xl destroy`. The kernel's xenbus device, libxenstore's other
+ * transport, is checked at the end.
  */
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { XenBackend, XenStoreConnection } from '../../lib/backend.js';
 import { createNativeBackend } from '../../lib/native/backend.js';
 import { connectXenStore } from '../../lib/xenstore/client.js';
+import type { XenStoreQuota } from '../../lib/xenstore/quota.js';
+import { run } from '../helpers/run.js';
 import { xenStoreConformance, type XenStoreSuiteFactory } from '../conformance/xenstore-suite.js';
-import { xenstored } from './tier.js';
+import { RelayGuest } from './guest-relay.js';
+import { guest, xenstored, xl } from './tier.js';
 
 const socket = '/var/run/xenstored/socket';
+
+/** The unprivileged domains of every factory here: booted once for the file. */
+const relays: RelayGuest[] = [];
+let introduced = 0;
+
+beforeAll(async () => {
+  for (const g of await Promise.all(['a', 'b'].map((n) => RelayGuest.boot(`xenode-relay-${n}-${process.pid}`)))) relays.push(g);
+}, 600_000);
+
+afterAll(async () => {
+  await Promise.all(relays.map((g) => g.destroy()));
+});
+
+/** What the real-Xen factories share: guests through the relay, the toolstack for domains. */
+abstract class RealXenFactory implements XenStoreSuiteFactory {
+  readonly implementation = xenstored;
+  readonly unprivileged = true;
+  abstract readonly oversizedReply: string;
+  /** C xenstored died in this case (its socket refused connections after); oxenstored is untried. */
+  readonly guestSpecialWatchUnsafe = 'xenstored died under it on this tier; every later case needs the store';
+
+  get guests(): number[] {
+    return relays.map((g) => g.domid);
+  }
+
+  protected abstract openDom0(): Promise<XenStoreConnection>;
+
+  async open(domid: number): Promise<XenStoreConnection> {
+    if (domid === 0) return this.openDom0();
+    const relay = relays.find((g) => g.domid === domid);
+    if (!relay) throw new Error(`domain ${domid} is not one of the relay guests`);
+    return relay.open();
+  }
+
+  /** A paused guest: libxl introduces it to xenstored while building it. */
+  async introduce(): Promise<number> {
+    const name = `xenode-intro-${process.pid}-${++introduced}`;
+    await xl(['create', '-p', guest.config, `name="${name}"`]);
+    return Number((await xl(['domid', name])).trim());
+  }
+
+  async release(domid: number): Promise<void> {
+    await xl(['destroy', String(domid)]);
+  }
+
+  /**
+   * C xenstored sets its quotas at run time (`xenstore-control quota set`), for every
+   * unprivileged domain at once. A real guest already owns nodes (its devices, its
+   * console) and its kernel holds watches, so the quotas set are the ones asked for plus
+   * what the first guest holds beyond its home; cleanup() puts the old ones back.
+   * oxenstored takes its quotas from oxenstored.conf when it starts, so it has none.
+   */
+  readonly withQuota = xenstored === 'xenstored' ? (quota: Partial<XenStoreQuota>) => withRuntimeQuota(this, quota) : undefined;
+
+  abstract cleanup(): Promise<void>;
+}
+
+/** `xenstore-control ARGS`; throws unless it exits 0. */
+async function xenstoreControl(args: readonly string[]): Promise<string> {
+  const r = await run('xenstore-control', args, { timeout: 60_000 });
+  if (r.code !== 0) throw new Error(`xenstore-control ${args.join(' ')} exited ${r.code}: ${r.stderr.trim()}`);
+  return r.stdout;
+}
+
+/** The `name : value` lines of `xenstore-control quota [domid]`. */
+async function quotaLines(args: readonly string[]): Promise<Map<string, number>> {
+  const values = new Map<string, number>();
+  for (const line of (await xenstoreControl(['quota', ...args])).split('\n')) {
+    const m = /^\s*(\S+)\s*:\s*(\d+)/.exec(line);
+    if (m) values.set(m[1] as string, Number(m[2]));
+  }
+  return values;
+}
+
+const quotaNames: Record<keyof XenStoreQuota, string> = {
+  nodes: 'nodes',
+  watches: 'watches',
+  transactions: 'transactions',
+  transactionNodes: 'transaction-nodes',
+  nodeSize: 'node-size',
+  permissions: 'permissions',
+};
+
+async function withRuntimeQuota(base: RealXenFactory, quota: Partial<XenStoreQuota>): Promise<XenStoreSuiteFactory> {
+  const domid = base.guests[0] as number;
+  const home = `/local/domain/${domid}`;
+  const dom0 = await connectXenStore(socket);
+  try {
+    // as the suite's guest() leaves the home: owned by the guest, no conformance/ nodes
+    await dom0.setPermissions(0, home, [{ domid, read: false, write: false }]);
+    await dom0.rm(0, `${home}/conformance`);
+  } finally {
+    await dom0.close();
+  }
+  const before = await quotaLines([]);
+  const held = await quotaLines([String(domid)]);
+  const extra: Partial<Record<keyof XenStoreQuota, number>> = {
+    nodes: (held.get('nodes') ?? 1) - 1,
+    watches: held.get('watches') ?? 0,
+    transactions: held.get('transactions') ?? 0,
+  };
+  for (const [key, value] of Object.entries(quota) as [keyof XenStoreQuota, number][]) {
+    await xenstoreControl(['quota', 'set', quotaNames[key], String(value + (extra[key] ?? 0))]);
+  }
+  const limited = Object.create(base) as RealXenFactory;
+  Object.defineProperty(limited, 'cleanup', {
+    value: async () => {
+      for (const key of Object.keys(quota) as (keyof XenStoreQuota)[]) {
+        const old = before.get(quotaNames[key]);
+        if (old !== undefined) await xenstoreControl(['quota', 'set', quotaNames[key], String(old)]);
+      }
+    },
+  });
+  return limited;
+}
 
 /** libxenstore picks its transport when xs_open runs, from XENSTORED_PATH: one open at a time. */
 let opening: Promise<unknown> = Promise.resolve();
 
-class NativeFactory implements XenStoreSuiteFactory {
-  readonly implementation = xenstored;
+class NativeFactory extends RealXenFactory {
+  /** libxenstore's reader refuses the frame and drops the connection. */
+  readonly oversizedReply = 'XEN_CLOSED';
   private backend: Promise<XenBackend> | undefined;
-  constructor(private readonly xenstoredPath: string) {}
+  constructor(private readonly xenstoredPath: string) {
+    super();
+  }
 
-  async open(domid: number): Promise<XenStoreConnection> {
-    if (domid !== 0) throw new Error('only dom0 connections here');
+  protected async openDom0(): Promise<XenStoreConnection> {
     this.backend ??= createNativeBackend();
     const backend = await this.backend;
     const next = opening.then(async () => {
@@ -45,11 +167,10 @@ class NativeFactory implements XenStoreSuiteFactory {
   }
 }
 
-class ClientFactory implements XenStoreSuiteFactory {
-  readonly implementation = xenstored;
+class ClientFactory extends RealXenFactory {
+  readonly oversizedReply = 'XEN_PROTOCOL';
 
-  async open(domid: number): Promise<XenStoreConnection> {
-    if (domid !== 0) throw new Error('only dom0 connections here');
+  protected async openDom0(): Promise<XenStoreConnection> {
     return connectXenStore(socket);
   }
 
