@@ -12,27 +12,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { XenError } from '../../lib/errors.js';
 import { LibxlConnection, type LibxlDomainEvent, validateDomainConfigJson } from '../../lib/native/libxl.js';
 import { run } from '../helpers/run.js';
-import { guest as tierGuest, onRealXen, waitUntil } from './tier.js';
+import { guestDomainJson, guest as tierGuest, onRealXen, waitUntil } from './tier.js';
 
 const enabled = onRealXen;
 const packageRoot = fileURLToPath(new URL('../..', import.meta.url));
 
 function guest(name: string): Record<string, unknown> {
-  return {
-    c_info: { type: 'pv', name },
-    b_info: {
-      max_vcpus: 1,
-      avail_vcpus: [0],
-      max_memkb: 131072,
-      target_memkb: 131072,
-      kernel: tierGuest.kernel,
-      ramdisk: tierGuest.ramdisk,
-      cmdline: 'console=hvc0 quiet',
-      'type.pv': {},
-    },
-    on_poweroff: 'destroy',
-    on_crash: 'destroy',
-  };
+  return guestDomainJson(name);
 }
 
 /** The next `'domain'` event matching `filter`, or a rejection after `ms`. */

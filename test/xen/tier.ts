@@ -32,6 +32,29 @@ export const guest = {
   consoleLog: (name: string): string => `/var/log/xen/console/guest-${name}.log`,
 };
 
+/**
+ * The test guest as libxl's domain_config JSON (what `LibxlConnection.createDomain`
+ * takes): 128 MB, one vcpu, direct kernel boot, destroyed on poweroff and crash. `pvh`
+ * runs it in an HVM container, which log-dirty mode (Remus, live migration) needs here.
+ */
+export function guestDomainJson(name: string, type: 'pv' | 'pvh' = 'pv'): Record<string, unknown> {
+  return {
+    c_info: { type, name },
+    b_info: {
+      max_vcpus: 1,
+      avail_vcpus: [0],
+      max_memkb: 131072,
+      target_memkb: 131072,
+      kernel: guest.kernel,
+      ramdisk: guest.ramdisk,
+      cmdline: 'console=hvc0 quiet',
+      [`type.${type}`]: {},
+    },
+    on_poweroff: 'destroy',
+    on_crash: 'destroy',
+  };
+}
+
 /** Runs `xl` with `args` (timeout 120 s: TCG is slow) and throws unless it exits 0. */
 export async function xl(args: readonly string[], timeout = 120_000): Promise<string> {
   const r: RunResult = await run('xl', args, { timeout });
