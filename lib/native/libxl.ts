@@ -16,6 +16,7 @@ import { XenError } from '../errors.js';
 import type { LibxlJsonType, NativeAddon, XlHandle } from './addon.js';
 import { isRawXenError } from './errors.js';
 import { loadAddon } from './load.js';
+import type { LibxlDominfo } from '../config/libxl-types.gen.js';
 
 const debug = debuglog('xenode:libxl');
 
@@ -23,31 +24,11 @@ const debug = debuglog('xenode:libxl');
 export type LibxlJson = Record<string, unknown>;
 
 /**
- * One domain as `libxl_dominfo_to_json` prints it. libxl's JSON omits every field at its
- * default (0, false, null): `domid` is filled in here (dom0's would be missing); for the
- * others, absent means 0 / false.
+ * One domain as `libxl_dominfo_to_json` prints it (the generated {@link LibxlDominfo}).
+ * libxl's JSON omits every field at its default (0, false, null): `domid` is filled in
+ * here (dom0's would be missing); for the others, absent means 0 / false.
  */
-export interface LibxlDomInfo {
-  domid: number;
-  uuid?: string;
-  running?: boolean;
-  blocked?: boolean;
-  paused?: boolean;
-  shutdown?: boolean;
-  dying?: boolean;
-  never_stop?: boolean;
-  shutdown_reason?: string | number;
-  current_memkb?: number;
-  shared_memkb?: number;
-  outstanding_memkb?: number;
-  max_memkb?: number;
-  cpu_time?: number;
-  vcpu_max_id?: number;
-  vcpu_online?: number;
-  cpupool?: number;
-  domain_type?: string;
-  [field: string]: unknown;
-}
+export type LibxlDomInfo = Omit<LibxlDominfo, 'domid'> & { domid: number };
 
 /** A domain event (`libxl_event`) from a death watch: the domain shut down, or is gone. */
 export interface LibxlDomainEvent {
