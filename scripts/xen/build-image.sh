@@ -26,6 +26,8 @@ dom0_packages=xen-utils-4.17,xenstore-utils,kmod,busybox,iproute2,procps,libstdc
 dom0_modules="xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs xen-blkback xen-netback
   9p 9pnet_virtio virtio_pci overlay loop bridge ext4"
 boot_modules="virtio_pci 9pnet_virtio 9p overlay"
+# the test guest's frontends, so devices attached to it connect (the guest loads them)
+guest_modules="xen-blkfront xen-netfront"
 host_tools="debootstrap busybox:busybox-static cpio depmod:kmod gcc:build-essential apt-get"
 
 log() { echo "[xen image $(date +%T)] $*" >&2; }
@@ -53,7 +55,7 @@ kernel_pkg=$(awk '/^Package: linux-image-amd64$/{p=1} p && /^Depends:/{print; ex
 kver=${kernel_pkg#linux-image-}
 inputs=$(
   cat "$here/build-image.sh" "$here"/image/*
-  echo "$suite $dom0_packages $dom0_modules $boot_modules"
+  echo "$suite $dom0_packages $dom0_modules $boot_modules $guest_modules"
   awk '/^Package:/{p=$2} /^Version:/{print p, $2}' <<<"$meta"
 )
 key=$(printf '%s' "$inputs" | sha256sum | cut -c1-16)
@@ -128,6 +130,8 @@ for prog in guest-xs guest-relay; do
   gcc -static -O2 -Wall -o "$work/guest-root/bin/xenode-$prog" "$here/image/$prog.c" >&3 2>&1 ||
     die "building xenode-$prog failed (see $cache/build.log)"
 done
+# shellcheck disable=SC2086
+copy_modules "$work/guest-root" $guest_modules
 install -m 0755 "$here/image/guest-init" "$work/guest-root/init"
 (cd "$work/guest-root" && find . | cpio -o -H newc 2>/dev/null | gzip -1) >"$guest/initramfs.cpio.gz"
 cat >"$guest/guest.cfg" <<'EOF'

@@ -16,8 +16,9 @@ case "$XENODE_XENSTORED" in
 esac
 /etc/init.d/xen start >$out/xen-start.log 2>&1
 rc=$?
-# the init script loads evtchn, gntdev and privcmd; grant-table tests need gntalloc too
-modprobe xen-gntalloc
+# the init script loads evtchn, gntdev and privcmd; grant-table tests need gntalloc too,
+# and guests' disks and NICs need the kernel's block and network backends
+for m in xen-gntalloc xen-blkback xen-netback; do modprobe $m || say "modprobe $m failed"; done
 say "xen services started (rc=$rc, $XENSTORED), uptime $(uptime)s, capabilities $(cat /proc/xen/capabilities)"
 
 cd "$XENODE_SRC" || exit 1
