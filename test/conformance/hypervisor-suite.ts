@@ -9,6 +9,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EventChannel, Xen } from '../../lib/index.js';
 import { VIRQ, XenError } from '../../lib/index.js';
+import { rejection } from '../helpers/rejection.js';
 
 export interface HypervisorSuiteFactory {
   /** A connection to the host under test, acting as dom0. */
@@ -28,15 +29,6 @@ function nextEvent(ch: EventChannel, ms = 5000): Promise<number> {
       resolve(ev.port);
     });
   });
-}
-
-async function rejection(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (err) {
-    return err;
-  }
-  throw new Error('expected a rejection');
 }
 
 export function hypervisorConformance(name: string, factory: HypervisorSuiteFactory): void {

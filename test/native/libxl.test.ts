@@ -17,6 +17,7 @@ import { LibxlConnection, fromLibxl, remusDefaults, validateDomainConfigJson, va
 import { NativeBackend } from '../../lib/native/backend.js';
 import { loadAddon } from '../../lib/native/load.js';
 import { hasNativeAddon, packageRoot } from './tier.js';
+import { rejection } from '../helpers/rejection.js';
 
 /** The busybox PV guest of the real-Xen tier, as libxl JSON. */
 export const tinyGuest = {
@@ -34,15 +35,6 @@ export const tinyGuest = {
   on_poweroff: 'destroy',
   on_crash: 'destroy',
 };
-
-async function rejection(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (err) {
-    return err;
-  }
-  throw new Error('expected a rejection');
-}
 
 function rawError(fields: Omit<RawXenError, 'name'>): RawXenError {
   return Object.assign(new Error(fields.message), { name: 'XenError' as const, ...fields });

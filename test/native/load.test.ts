@@ -13,20 +13,12 @@ import type { NativeAddon, RawXenError, XsHandle } from '../../lib/native/addon.
 import { NativeBackend } from '../../lib/native/backend.js';
 import { fromNative } from '../../lib/native/errors.js';
 import { loadAddonFrom } from '../../lib/native/load.js';
+import { rejection } from '../helpers/rejection.js';
 
 function rawError(fields: Omit<RawXenError, 'name'>): RawXenError {
   const err = new Error(fields.message) as RawXenError;
   Object.assign(err, { name: 'XenError', ...fields });
   return err;
-}
-
-async function rejection(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (err) {
-    return err;
-  }
-  throw new Error('expected a rejection');
 }
 
 describe('loading the native addon', () => {

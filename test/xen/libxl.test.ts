@@ -13,6 +13,7 @@ import { XenError } from '../../lib/errors.js';
 import { LibxlConnection, type LibxlDomainEvent, validateDomainConfigJson } from '../../lib/native/libxl.js';
 import { run } from '../helpers/run.js';
 import { guestDomainJson, guest as tierGuest, onRealXen, waitUntil } from './tier.js';
+import { rejection } from '../helpers/rejection.js';
 
 const enabled = onRealXen;
 const packageRoot = fileURLToPath(new URL('../..', import.meta.url));
@@ -36,15 +37,6 @@ function nextEvent(conn: LibxlConnection, filter: (e: LibxlDomainEvent) => boole
     };
     conn.on('domain', on);
   });
-}
-
-async function rejection(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (err) {
-    return err;
-  }
-  throw new Error('expected a rejection');
 }
 
 describe.skipIf(!enabled)('libxl on real Xen', { timeout: 300_000 }, () => {

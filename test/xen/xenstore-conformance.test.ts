@@ -37,6 +37,8 @@ afterAll(async () => {
 abstract class RealXenFactory implements XenStoreSuiteFactory {
   readonly implementation = xenstored;
   readonly unprivileged = true;
+  /** A third of the mock's: the model case took 100-155 s per transport at 25 under TCG. */
+  readonly modelRuns = 8;
   abstract readonly oversizedReply: string;
   /** C xenstored died in this case (its socket refused connections after); oxenstored is untried. */
   readonly guestSpecialWatchUnsafe = 'xenstored died under it on this tier; every later case needs the store';
