@@ -327,7 +327,11 @@ export class Domain {
     if (typeof vdev !== 'string' || !/^(xvd|hd|sd)[a-z]+\d*$/.test(vdev)) throw new RangeError(`snapshotDisk: vdev must name a virtual disk (xvda, hdc, sdb…), got ${JSON.stringify(vdev)}`);
     if (typeof childPath !== 'string' || childPath === '') throw new TypeError('snapshotDisk: childPath must be a non-empty string');
     const child = resolve(childPath);
-    return this.run((ts, id) => ts.snapshotDisk(id, vdev, child));
+    return this.run(async (ts, id) => {
+      // A disk xenode serves itself is snapshotted by its backend, in this process.
+      const served = this.domains.servedDisk(id, vdev);
+      return served !== undefined ? served.snapshot(child) : ts.snapshotDisk(id, vdev, child);
+    });
   }
 
   /** The domain's devices, with the xenbus state of their frontend and backend. */
