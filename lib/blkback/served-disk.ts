@@ -170,6 +170,23 @@ export class ServedDisk {
     void this.follow(`${fe}/state`, () => this.frontendChanged());
     void this.follow(`${be}/online`, () => this.onlineChanged());
     void this.follow('@releaseDomain', () => this.released());
+    void this.follow(`${be}/snapshot-request`, () => this.snapshotRequests());
+  }
+
+  /** Snapshot requests of other processes (see remote-snapshot.ts): take each, answer each. */
+  private async snapshotRequests(): Promise<void> {
+    const xs = this.host.xenstore;
+    const dir = `${this.backendPath}/snapshot-request`;
+    for (const id of await xs.list(dir).catch(() => [])) {
+      const child = await xs.read(`${dir}/${id}`).catch(() => undefined);
+      await xs.remove(`${dir}/${id}`).catch(() => undefined);
+      if (child === undefined) continue;
+      // Not awaited here: the snapshot itself queues behind this reaction.
+      void this.snapshot(child).then(
+        (ok) => ({ ok }),
+        (err: unknown) => ({ error: { code: (err as XenError).code ?? 'EIO', message: (err as Error).message } }),
+      ).then((answer) => xs.write(`${this.backendPath}/snapshot-result/${id}`, JSON.stringify(answer)).catch(() => undefined));
+    }
   }
 
   /** Runs `fn` (serialised with every other reaction) on each change of `path`, until the end. */

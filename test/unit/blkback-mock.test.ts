@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { BlockBackends } from '../../lib/blkback/block-backend.js';
 import { BlkifOp, BlkifStatus } from '../../lib/blkback/ring.js';
+import { requestSnapshot } from '../../lib/blkback/remote-snapshot.js';
 import { type Domain, MockHost, VirtualDisk, type Xen, XenError, connect } from '../../lib/index.js';
 import { TestBlkfront } from '../helpers/blkfront.js';
 
@@ -152,6 +153,32 @@ describe('xen.blockBackend on the mock host', () => {
       await expect(dom.snapshotDisk('xvdb', join(dir, 'live-1.vhd'))).rejects.toMatchObject({ code: 'EEXIST' });
     } finally {
       await xen.blockBackend.closeAll(); // while the frontend still answers
+      await fe.close();
+    }
+  });
+
+  it('takes snapshot requests of other processes through xenstore (what the native toolstack sends)', async () => {
+    const dom = await guest();
+    const served = await xen.blockBackend.serve(dom.domid, 'xvdb', await newVhd('far.vhd', MiB));
+    const fe = await TestBlkfront.open(host, dom.domid, XVDB);
+    const store = {
+      read: (p: string) => xen.xenstore.read(p).catch(() => undefined),
+      write: (p: string, v: string) => xen.xenstore.write(p, v),
+      remove: (p: string) => xen.xenstore.remove(p),
+    };
+    try {
+      await fe.connect();
+      expect(await fe.write(0, pattern(1, 4))).toBe(0);
+      const snap = await requestSnapshot(store, served.backendPath, join(dir, 'far-1.vhd'), 'domain.snapshotDisk', dom.domid);
+      expect(snap).toMatchObject({ vdev: 'xvdb', parent: join(dir, 'far.vhd'), child: join(dir, 'far-1.vhd') });
+      expect(served.path).toBe(snap.child);
+      expect((await fe.read(0, 1)).data.equals(pattern(1, 4))).toBe(true);
+      await expect(requestSnapshot(store, served.backendPath, join(dir, 'far-1.vhd'), 'domain.snapshotDisk', dom.domid)).rejects.toMatchObject({ code: 'EEXIST', domid: dom.domid });
+      expect(await xen.xenstore.list(`${served.backendPath}/snapshot-request`).catch(() => [])).toEqual([]);
+      expect(await xen.xenstore.list(`${served.backendPath}/snapshot-result`).catch(() => [])).toEqual([]);
+      await expect(requestSnapshot(store, '/local/domain/0/backend/xenode-vbd/99/1', join(dir, 'x.vhd'), 'domain.snapshotDisk', 99, 200)).rejects.toMatchObject({ code: 'ETIMEDOUT' });
+    } finally {
+      await xen.blockBackend.closeAll();
       await fe.close();
     }
   });
