@@ -4,8 +4,10 @@
  * over the native grant tables, event channels and xenstored. Its blkfront connects
  * (state 4) and reads the partition table the VHD carries (the guest's kernel, booted with
  * `loglevel=7`, reports `xvdb1` on its console); then a live snapshot switches the
- * backend to a differencing child while the guest stays connected, and after the guest
- * lets go of the disk, serving the child (a chain of two) connects it again.
+ * backend to a differencing child while the guest stays connected. After the guest lets
+ * go of the disk, `xenode blkback serve` serves the child (a chain of two) from another
+ * process, the guest connects again, and a live snapshot asked from this process reaches
+ * that one through xenstore.
  *
  * One guest boot for the whole file: about 60-90 s under TCG.
  */
@@ -14,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Domain, VirtualDisk, type Xen, connect } from '../../lib/index.js';
-import { run } from '../helpers/run.js';
+import { LineProcess, cliPath, run } from '../helpers/run.js';
 import { guest, waitUntil } from './tier.js';
 
 const NAME = 'xenode-blkback';
@@ -85,15 +87,30 @@ describe('xenode block backend on real Xen', () => {
     expect(parent.info().hidden).toBe(true);
     await parent.close();
 
-    // The guest lets go when asked (Closing → Closed), and the child (through its parent) serves again.
+    // The guest lets go when asked (Closing → Closed). Then the operator's form: the
+    // command serves the chain in the foreground, and a live snapshot asked from this
+    // process goes to it through xenstore (the native toolstack's snapshotDisk).
     await served.close();
     expect(await served.closed).toBe('closed');
     expect((await run('xenstore-exists', [served.backendPath])).code).not.toBe(0);
-    const again = await xen.blockBackend.serve(dom.domid, 'xvdb', snap.child, { closeTimeoutMs: 30_000 });
-    await waitUntil(() => again.state === 4, 'the guest’s blkfront to connect to the child', 60_000);
-    await waitUntil(async () => count(await console(), /xvdb: xvdb1/) >= 2, 'the guest to read the child’s partition table', 60_000, 500);
-    expect(again.stats.requests).toBeGreaterThan(0);
-    expect(again.stats.errors).toBe(0);
-    await again.close();
+    const cli = new LineProcess(process.execPath, [cliPath, 'blkback', 'serve', NAME, 'xvdb', snap.child], { timeout: 300_000 });
+    try {
+      expect(await cli.nextLine(60_000)).toMatch(/^xenode blkback: serving .*disk-1\.vhd to xenode-blkback/);
+      const state = async () => (await run('xenstore-read', [`${served.frontendPath}/state`])).stdout.trim();
+      await waitUntil(async () => (await state()) === '4', 'the guest’s blkfront to connect to the command', 60_000, 250);
+      await waitUntil(async () => count(await console(), /xvdb: xvdb1/) >= 2, 'the guest to read the child’s partition table', 60_000, 500);
+      const far = await dom.snapshotDisk('xvdb', join(dir, 'disk-2.vhd'));
+      expect(far).toMatchObject({ vdev: 'xvdb', parent: snap.child, child: join(dir, 'disk-2.vhd') });
+      expect((await run('xenstore-read', [`${served.backendPath}/params`])).stdout.trim()).toBe(far.child);
+      expect(await cli.stop('SIGTERM')).toEqual({ code: 0, signal: null });
+      expect(await cli.nextLine(5_000)).toMatch(/detached \(SIGTERM\); last image .*disk-2\.vhd/);
+    } finally {
+      await cli.stop('SIGKILL');
+    }
+    expect((await run('xenstore-exists', [served.backendPath])).code).not.toBe(0);
+    const chain = await VirtualDisk.open(join(dir, 'disk-2.vhd'), { readOnly: true });
+    expect(chain.info().chainDepth).toBe(3);
+    expect((await chain.read(0, 512)).equals(mbr((32 * MiB) / 512))).toBe(true);
+    await chain.close();
   });
 });
