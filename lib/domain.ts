@@ -293,7 +293,9 @@ export class Domain {
    * held. Rejects with nothing changed: XenError `XEN_ERROR_NOTFOUND` (no disk `vdev`),
    * `XEN_DISK_NOT_VHD` (not a VHD image), `EEXIST` (`childPath` exists), `XEN_ERROR_INVAL`
    * (the domain is not running), `XEN_LIVE_SNAPSHOT_UNSUPPORTED` (a backend that cannot do
-   * it: the native one on Xen 4.17, see docs/vhd.md).
+   * it: the native one on Xen 4.17, for a disk that xenode's own block backend does not
+   * serve; see docs/blkback.md). A disk this connection serves with
+   * `xen.blockBackend.serve()` is snapshotted by it, in this process.
    *
    * @example
    * ```ts
