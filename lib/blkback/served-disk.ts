@@ -57,8 +57,16 @@ export interface ServedDiskSetup {
 /** Why a served disk stopped (see {@link ServedDisk.closed}). */
 export type ServedDiskEnd = 'closed' | 'frontend-closed' | 'domain-gone' | 'removed' | 'fault';
 
+/**
+ * One disk that `xen.blockBackend.serve()` serves to a guest: its xenstore paths, the
+ * image it serves now (`path`, the child after a live snapshot), the frontend's state,
+ * counters, {@link snapshot} and {@link close}. `closed` resolves when the service ends,
+ * whoever ended it. See docs/blkback.md.
+ */
 export class ServedDisk {
+  /** The guest's domain id. */
   readonly domid: number;
+  /** The disk's name in the guest (`xvdb`). */
   readonly vdev: string;
   /** The vbd's device number (`xvdb` is 51728). */
   readonly devid: number;
