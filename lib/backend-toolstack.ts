@@ -211,7 +211,8 @@ export interface ToolstackConnection {
    * `XEN_DISK_NOT_VHD` when the disk is not a VHD image; `EEXIST` when `childPath` exists;
    * the image's own `VHD_…` error when it cannot have a child (too deep a chain, read-only).
    * A backend with no way to switch a running disk to a new image rejects with
-   * `XEN_LIVE_SNAPSHOT_UNSUPPORTED` (the native backend on Xen 4.17: see docs/vhd.md).
+   * `XEN_LIVE_SNAPSHOT_UNSUPPORTED` (the native backend on Xen 4.17, unless xenode's own
+   * block backend serves the disk: see docs/blkback.md).
    */
   snapshotDisk(domid: number, vdev: string, childPath: string): Promise<DiskSnapshot>;
   /**

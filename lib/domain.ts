@@ -293,7 +293,9 @@ export class Domain {
    * held. Rejects with nothing changed: XenError `XEN_ERROR_NOTFOUND` (no disk `vdev`),
    * `XEN_DISK_NOT_VHD` (not a VHD image), `EEXIST` (`childPath` exists), `XEN_ERROR_INVAL`
    * (the domain is not running), `XEN_LIVE_SNAPSHOT_UNSUPPORTED` (a backend that cannot do
-   * it: the native one on Xen 4.17, see docs/vhd.md).
+   * it: the native one on Xen 4.17, for a disk that xenode's own block backend does not
+   * serve; see docs/blkback.md). A disk this connection serves with
+   * `xen.blockBackend.serve()` is snapshotted by it, in this process.
    *
    * @example
    * ```ts
@@ -327,7 +329,11 @@ export class Domain {
     if (typeof vdev !== 'string' || !/^(xvd|hd|sd)[a-z]+\d*$/.test(vdev)) throw new RangeError(`snapshotDisk: vdev must name a virtual disk (xvda, hdc, sdb…), got ${JSON.stringify(vdev)}`);
     if (typeof childPath !== 'string' || childPath === '') throw new TypeError('snapshotDisk: childPath must be a non-empty string');
     const child = resolve(childPath);
-    return this.run((ts, id) => ts.snapshotDisk(id, vdev, child));
+    return this.run(async (ts, id) => {
+      // A disk xenode serves itself is snapshotted by its backend, in this process.
+      const served = this.domains.servedDisk(id, vdev);
+      return served !== undefined ? served.snapshot(child) : ts.snapshotDisk(id, vdev, child);
+    });
   }
 
   /** The domain's devices, with the xenbus state of their frontend and backend. */

@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { Readable as ReadableStream } from 'node:stream';
-import type { DomainEvent, DomainInfo, ToolstackConnection } from './backend-toolstack.js';
+import type { DiskSnapshot, DomainEvent, DomainInfo, ToolstackConnection } from './backend-toolstack.js';
 import type { XenBackend } from './backend.js';
 import type { DomainConfig } from './config/domain-config.js';
 import { validateDomainConfig } from './config/validate.js';
@@ -32,6 +32,8 @@ export interface DomainEventsOptions {
 export class ToolstackSession {
   private opening: Promise<ToolstackConnection> | undefined;
   private closed = false;
+  /** Disks this connection serves itself (`xen.blockBackend`): their live snapshots are taken here. */
+  servedDisk: ((domid: number, vdev: string) => { snapshot(childPath: string): Promise<DiskSnapshot> } | undefined) | undefined;
 
   constructor(private readonly backend: XenBackend) {}
 
@@ -82,6 +84,11 @@ function checkName(name: unknown, op: string): asserts name is string {
 export class Domains {
   /** @internal Use `xen.domains`. */
   constructor(private readonly session: ToolstackSession) {}
+
+  /** @internal A disk of `domid` that this connection serves itself, for {@link Domain.snapshotDisk}. */
+  servedDisk(domid: number, vdev: string): { snapshot(childPath: string): Promise<DiskSnapshot> } | undefined {
+    return this.session.servedDisk?.(domid, vdev);
+  }
 
   /** @internal The toolstack session, for {@link Domain}. */
   toolstack(): Promise<ToolstackConnection> {

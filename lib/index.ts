@@ -39,6 +39,9 @@ export { XenStoreServer, type ServeOptions } from './xenstore/server.js';
 export { openLocalConnection } from './xenstore/local.js';
 export { openWireConnection, connectXenStore, xenstoredSocketPath, type WireConnectionOptions } from './xenstore/client.js';
 export { NO_TRANSACTION } from './backend.js';
+export { BlockBackends, BLOCK_BACKEND_TYPE, type ServeDiskOptions } from './blkback/block-backend.js';
+export { ServedDisk, type ServedDiskEnd } from './blkback/served-disk.js';
+export type { RingStats } from './blkback/engine.js';
 export {
   VirtualDisk,
   type VirtualDiskType,

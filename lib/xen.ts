@@ -5,6 +5,8 @@ import { Domains, ToolstackSession } from './domains.js';
 import { Host } from './host.js';
 import { EventChannels } from './event-channel.js';
 import { GrantTable } from './grant-table.js';
+import { BlockBackends } from './blkback/block-backend.js';
+import { XenError } from './errors.js';
 
 /** Which backend {@link connect} uses. */
 export type BackendChoice = 'mock' | 'native' | MockHost | XenBackend;
@@ -37,6 +39,11 @@ export class Xen {
   readonly eventChannels: EventChannels;
   /** Grant tables: share pages with other domains and map theirs. The devices open on first use. */
   readonly grants: GrantTable;
+  /**
+   * xenode's own block backend: serve a guest's disk from a {@link VirtualDisk} in this
+   * process, and snapshot it live. See {@link BlockBackends}.
+   */
+  readonly blockBackend: BlockBackends;
   private readonly ownedHost: MockHost | undefined;
   private closing: Promise<void> | undefined;
   private readonly toolstack: ToolstackSession;
@@ -51,11 +58,27 @@ export class Xen {
     this.host = new Host(this.toolstack, backend.name);
     this.eventChannels = new EventChannels(backend);
     this.grants = new GrantTable(backend);
+    this.blockBackend = new BlockBackends({
+      xenstore,
+      grants: this.grants,
+      eventChannels: this.eventChannels,
+      domainExists: async (domid) => {
+        try {
+          await (await this.toolstack.get()).domainInfo(domid);
+          return true;
+        } catch (err) {
+          if (err instanceof XenError && err.code === 'ESRCH') return false;
+          throw err;
+        }
+      },
+    });
+    this.toolstack.servedDisk = (domid, vdev) => this.blockBackend.find(domid, vdev);
   }
 
   /** Closes every handle, and the simulated host if `connect` created it. Safe to call twice. */
   close(): Promise<void> {
     this.closing ??= (async () => {
+      await this.blockBackend.closeAll();
       await this.xenstore.close();
       await this.toolstack.close();
       await this.eventChannels.close();

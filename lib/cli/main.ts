@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError, reportError, type Command } from './common.js';
+import { blkbackCommand } from './blkback.js';
 import { demoCommand } from './demo.js';
 import { DOMAIN_COMMANDS, domainCommand } from './domains.js';
 import { diskCommand } from './disk.js';
@@ -17,6 +18,8 @@ const USAGE = `Usage: xenode <command> [options]
 Drive a Xen host from Node.js.
 
 Commands:
+  blkback serve DOMAIN VDEV FILE     serve a disk image to a domain from this process
+                                     (in the foreground; live snapshots then work)
   demo                               a guided walk through XenStore on a simulated host
   disk create|info|snapshot|clone|coalesce|resize|check|repair|convert|export …
                                      VHD disk images
@@ -38,6 +41,7 @@ Environment:
   DEBUG, NODE_DEBUG show stack traces on errors (NODE_DEBUG=xenode:* also logs)`;
 
 const commands: Record<string, Command> = {
+  blkback: blkbackCommand,
   demo: demoCommand,
   disk: diskCommand,
   'mock-host': mockHostCommand,

@@ -51,6 +51,8 @@ import { diskToLibxl, fromLibxlConfig, nicToLibxl, pciToLibxl, toLibxlConfig } f
 import type { LibxlDomainConfig } from '../config/libxl-types.gen.js';
 import { XenError, abortError, closedError } from '../errors.js';
 import { vdevToDevid } from '../mock/devices.js';
+import { BLOCK_BACKEND_TYPE } from '../blkback/block-backend.js';
+import { requestSnapshot } from '../blkback/remote-snapshot.js';
 import type { LibxlConnection, LibxlDomInfo, LibxlJson } from './libxl.js';
 import type { XenCtrl } from './xenctrl.js';
 
@@ -81,7 +83,7 @@ export type LibxlPort = Pick<
 /** What the toolstack uses of libxenctrl. */
 export type XenCtrlPort = Pick<XenCtrl, 'version' | 'physinfo' | 'setVcpuAffinity' | 'close'>;
 /** What the toolstack uses of a xenstore connection (dom0's). */
-export type XenStorePort = Pick<XenStoreConnection, 'read' | 'directory' | 'close'>;
+export type XenStorePort = Pick<XenStoreConnection, 'read' | 'directory' | 'close'> & Partial<Pick<XenStoreConnection, 'write' | 'rm'>>;
 
 /** Tuning of a {@link NativeToolstack}. */
 export interface NativeToolstackOptions {
@@ -481,20 +483,39 @@ export class NativeToolstack implements ToolstackConnection {
   }
 
   /**
-   * Not possible on the Xen this backend drives. A live snapshot must repoint the running
-   * disk's backend at the new child image, and Xen 4.17 as Debian ships it has no backend
-   * that can do that for a VHD: blktap2 (tapdisk, `tap-ctl pause`/`unpause -a`) is gone from
-   * Xen since 4.13, blkback serves block devices only, and QEMU's qdisk cannot open a
-   * differencing VHD (qemu's vpc driver ignores parents). So this rejects with
-   * `XEN_LIVE_SNAPSHOT_UNSUPPORTED` once the domain is known to exist, having changed nothing.
+   * Possible only for a disk that xenode serves itself (`xen.blockBackend`, in this process
+   * or another, e.g. `xenode blkback serve`): the request goes to the serving process
+   * through xenstore. For any other disk, not possible on the Xen this backend drives: a
+   * live snapshot must repoint the running disk's backend at the new child image, and Xen
+   * 4.17 as Debian ships it has no backend that can do that for a VHD: blktap2 (tapdisk,
+   * `tap-ctl pause`/`unpause -a`) is gone from Xen since 4.13, blkback serves block devices
+   * only, and QEMU's qdisk cannot open a differencing VHD (qemu's vpc driver ignores
+   * parents). So this rejects with `XEN_LIVE_SNAPSHOT_UNSUPPORTED` once the domain is known
+   * to exist, having changed nothing.
    */
   snapshotDisk(domid: number, vdev: string, childPath: string): Promise<DiskSnapshot> {
     const op = 'domain.snapshotDisk';
     return this.run(op, domid, async () => {
       await this.existing(domid, op);
+      const devid = /^(xvd|hd|sd)[a-z]+\d*$/.test(vdev) ? vdevToDevid(vdev) : undefined;
+      const be = devid === undefined ? undefined : await this.xsRead(`/local/domain/${domid}/device/vbd/${devid}/backend`);
+      const { write, rm } = this.xs;
+      if (be !== undefined && be.startsWith(`/local/domain/0/backend/${BLOCK_BACKEND_TYPE}/`) && write && rm) {
+        return requestSnapshot(
+          {
+            read: (path) => this.xsRead(path),
+            write: (path, value) => write.call(this.xs, 0, path, Buffer.from(value)),
+            remove: (path) => rm.call(this.xs, 0, path),
+          },
+          be,
+          childPath,
+          op,
+          domid,
+        );
+      }
       throw new XenError(
         'XEN_LIVE_SNAPSHOT_UNSUPPORTED',
-        `XEN_LIVE_SNAPSHOT_UNSUPPORTED: cannot snapshot ${vdev} into ${childPath} live: Xen 4.17 has no blktap2, and qdisk cannot open a differencing VHD, so no backend can be switched to the child (${op})`,
+        `XEN_LIVE_SNAPSHOT_UNSUPPORTED: cannot snapshot ${vdev} into ${childPath} live: Xen 4.17 has no blktap2, and qdisk cannot open a differencing VHD, so no backend can be switched to the child; serve the disk with xen.blockBackend (xenode blkback serve) instead (${op})`,
         { op, domid, path: childPath },
       );
     });

@@ -48,10 +48,14 @@ describe('xenode: usage', () => {
     expect((await xenode(['xenstore', 'frob'])).code).toBe(2);
     expect((await xenode(['xenstore', 'write', '/only-a-path'])).code).toBe(2);
     expect((await xenode(['xenstore', 'watch', '-n', 'zero', '/x'])).code).toBe(2);
+    expect((await xenode(['blkback'])).code).toBe(2);
+    expect((await xenode(['blkback', 'frob', 'd', 'xvdb', 'f'])).code).toBe(2);
+    expect((await xenode(['blkback', 'serve', 'd', 'xvdb'])).code).toBe(2);
+    expect((await xenode(['blkback', 'serve', 'd', 'eth0', 'f'])).stderr).toContain("'eth0' is not a virtual disk name");
   });
 
   it('gives every command its own --help', async () => {
-    for (const cmd of ['demo', 'mock-host', 'xenstore']) {
+    for (const cmd of ['blkback', 'demo', 'mock-host', 'xenstore']) {
       const r = await xenode([cmd, '--help']);
       expect(r.code, cmd).toBe(0);
       expect(r.stdout).toContain(`Usage: xenode ${cmd}`);

@@ -13,8 +13,10 @@
  * - `frontends`: its initramfs has no xen-blkfront or xen-netfront module (Debian builds
  *   them as modules), so a hotplugged disk or NIC would stop at the backend's initwait;
  * - `saveRestore`: not yet run here (see docs/testing.md);
- * - `liveSnapshot`: Xen 4.17 has no backend that can be repointed at a VHD child, so the
- *   suite checks that the native backend says so (XEN_LIVE_SNAPSHOT_UNSUPPORTED);
+ * - `liveSnapshot`: the suite's disks are libxl's, and Xen 4.17 has no backend of its own
+ *   that can be repointed at a VHD child, so the suite checks that the native backend
+ *   says so (XEN_LIVE_SNAPSHOT_UNSUPPORTED); blkback.test.ts takes live snapshots of a
+ *   disk xenode serves itself;
  * - typing into its console: xenconsoled owns the host side, so `guest.writeConsole`
  *   does not exist here;
  * - no `assignablePci`: QEMU's machine has no SR-IOV function bound to pciback;
