@@ -43,6 +43,7 @@ const PLAIN = new Set([
   'detachDevice',
   'listDevices',
   'snapshotDisk',
+  'migrateResume',
 ]);
 /** Those among them whose last parameter is `{ signal }`. */
 const ABORTABLE: Record<string, number> = { createDomain: 1, attachDevice: 2, detachDevice: 3 };
@@ -130,6 +131,22 @@ export class ToolstackServer {
           const input = new PassThrough();
           input.end(Buffer.from(String(params[0]), 'base64'));
           return send({ id, result: await ts.restore(input, { signal: ac.signal }) });
+        }
+        if (method === 'migrateSuspend') {
+          const out = new PassThrough();
+          const chunks: Buffer[] = [];
+          out.on('data', (c: Buffer) => chunks.push(c));
+          const ac = new AbortController();
+          running.set(id, ac);
+          await ts.migrateSuspend(Number(params[0]), out, { live: params[1] === true, signal: ac.signal });
+          return send({ id, result: Buffer.concat(chunks).toString('base64') });
+        }
+        if (method === 'migrateRestore') {
+          const ac = new AbortController();
+          running.set(id, ac);
+          const input = new PassThrough();
+          input.end(Buffer.from(String(params[0]), 'base64'));
+          return send({ id, result: await ts.migrateRestore(input, { name: String(params[1]), signal: ac.signal }) });
         }
         if (method === 'openConsole') {
           raw = true;

@@ -52,6 +52,7 @@ import type { LibxlDomainConfig } from '../config/libxl-types.gen.js';
 import { XenError, abortError, closedError } from '../errors.js';
 import { vdevToDevid } from '../mock/devices.js';
 import type { LibxlConnection, LibxlDomInfo, LibxlJson } from './libxl.js';
+import { SAVE_MAGIC, liveMigrationObstacle, restoreFrom, resumeIfSuspended, suspendInto } from './migration.js';
 import type { XenCtrl } from './xenctrl.js';
 
 /** What the toolstack uses of a libxl context (a fake in the unit tests). */
@@ -74,6 +75,8 @@ export type LibxlPort = Pick<
   | 'addDevice'
   | 'removeDevice'
   | 'suspendDomain'
+  | 'resumeDomain'
+  | 'makePipe'
   | 'consoleTty'
   | 'renameDomain'
   | 'close'
@@ -89,8 +92,7 @@ export interface NativeToolstackOptions {
   pollMs?: number;
 }
 
-/** The first bytes of a xenode save image; a 4-byte big-endian length and the libxl config JSON follow, then libxl's stream. */
-export const SAVE_MAGIC = Buffer.from('xenode-save-v1\n\0', 'latin1');
+export { SAVE_MAGIC } from './migration.js';
 
 const REASONS: ShutdownReason[] = ['poweroff', 'reboot', 'suspend', 'crash', 'watchdog', 'soft_reset'];
 const XENBUS: XenbusState[] = ['unknown', 'initialising', 'initwait', 'initialised', 'connected', 'closing', 'closed', 'reconfiguring', 'reconfigured'];
@@ -774,6 +776,41 @@ export class NativeToolstack implements ToolstackConnection {
       } finally {
         await rm(dir, { recursive: true, force: true });
       }
+    });
+  }
+
+  // ---- migration ----
+
+  migrateSuspend(domid: number, out: Writable, options: ToolstackCallOptions & { live?: boolean } = {}): Promise<void> {
+    const op = 'domain.migrate';
+    return this.run(op, domid, async () => {
+      if (domid === 0) throw inval(op, 'dom0 cannot be migrated', 0);
+      await this.existing(domid, op);
+      const live = options.live ?? false;
+      if (live) {
+        const why = await liveMigrationObstacle(this.libxl, this.xc, domid);
+        if (why !== undefined) throw new XenError('XEN_MIGRATION_UNSUPPORTED', `XEN_MIGRATION_UNSUPPORTED: cannot migrate domain ${domid} live: ${why} (${op})`, { op, domid });
+      }
+      await suspendInto(this.libxl, domid, out, { live, signal: options.signal });
+      this.kick();
+    });
+  }
+
+  migrateResume(domid: number): Promise<void> {
+    return this.run('domain.migrate', domid, async () => {
+      await resumeIfSuspended(this.libxl, domid);
+      this.kick();
+    });
+  }
+
+  migrateRestore(input: Readable, options: ToolstackCallOptions & { name: string }): Promise<number> {
+    const op = 'domains.receiveMigration';
+    return this.run(op, undefined, async () => {
+      await this.startWatching().catch(() => undefined);
+      const domid = await restoreFrom(this.libxl, input, { name: options.name, signal: options.signal, notImage: () => inval(op, 'the stream is not a xenode save image') });
+      this.managed.set(domid, true);
+      this.kick();
+      return domid;
     });
   }
 
