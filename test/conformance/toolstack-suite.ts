@@ -44,6 +44,8 @@ export interface ToolstackSuiteFactory {
    * names them): a host where a run is costly splits the suite between boots.
    */
   readonly only?: readonly string[];
+  /** Run every group but these (they run elsewhere, e.g. in another boot of the real-Xen tier). */
+  readonly except?: readonly string[];
   /** Resolves once a new guest can act on requests (a real kernel has to boot before it can suspend). */
   ready?(domid: number): Promise<void>;
   /** What the guest prints on its console once it has booted (real Xen: the test guest's banner). */
@@ -155,7 +157,7 @@ export function toolstackConformance(name: string, factory: ToolstackSuiteFactor
     });
     afterAll(() => factory.cleanup());
     const group = (title: string, cases: () => void): void => {
-      if (factory.only === undefined || factory.only.includes(title)) describe(title, cases);
+      if ((factory.only === undefined || factory.only.includes(title)) && !factory.except?.includes(title)) describe(title, cases);
     };
 
     group('host and listing', () => {
