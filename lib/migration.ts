@@ -354,9 +354,8 @@ export async function receiveMigration(ts: ToolstackConnection, stream: Duplex, 
     }
 
     // 3-4: the image, restored paused under the incoming name (routed before the answer goes)
-    let pull: (() => void) | undefined;
-    const image = new ReadableStream({ read: () => pull?.() });
-    pull = () => ch.resume();
+    // the restore reads the image at its pace: a full image pauses the stream
+    const image = new ReadableStream({ read: () => ch.resume() });
     ch.route = (frame) => (frame.type === 'E' ? (image.push(null), true) : image.push(frame.payload));
     ch.onFailure = (err) => image.destroy(err);
     // The first frame after the image: G once R is sent, or X when the sender gives up.

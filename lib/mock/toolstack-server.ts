@@ -7,7 +7,9 @@
  * `{"id":N,"result":R}` or `{"id":N,"error":{"code","message","op","domid"}}`.
  * `{"id":N,"method":"cancel","params":[K]}` aborts request K (its `signal`).
  * `subscribe` answers with a subscription id and then sends `{"event":E,"sub":S}` lines
- * until `unsubscribe` [S]. `save` answers with the image in base64; `restore` takes one.
+ * until `unsubscribe` [S]. `save` answers with the image in base64; `restore` takes one;
+ * so do `migrateSuspend` [domid, live] (the domain stays suspended) and `migrateRestore`
+ * [image, name] (restored paused).
  * `openConsole` [domid], answered with `{"id":N,"result":true}`, turns the rest of that
  * connection into the raw console byte stream, both ways.
  */
