@@ -240,9 +240,9 @@ export async function sendMigration(ts: ToolstackConnection, domid: number, stre
   try {
     // 1-2: the offer
     progress('offer');
-    await ch.sendJson('H', { version: VERSION, name: info.name, uuid: info.uuid, memory: info.memory.current, live });
     let answer: Frame;
     try {
+      await ch.sendJson('H', { version: VERSION, name: info.name, uuid: info.uuid, memory: info.memory.current, live });
       answer = await ch.next(signal);
     } catch (err) {
       if ((err as Error).name === 'AbortError') throw err;
@@ -297,7 +297,12 @@ export async function sendMigration(ts: ToolstackConnection, domid: number, stre
 
     // 5-6: the hand-over
     progress('handover');
-    await ts.rename(domid, `${info.name}${MIGRATED_AWAY}`);
+    try {
+      await ts.rename(domid, `${info.name}${MIGRATED_AWAY}`);
+    } catch (err) {
+      await ch.sendJson('X', { message: reason(err) }).catch(() => undefined);
+      return await resume(`renaming the source before the hand-over failed: ${reason(err)}`, err);
+    }
     try {
       await ch.send('G');
       answer = await ch.next();
@@ -366,7 +371,11 @@ export async function receiveMigration(ts: ToolstackConnection, stream: Duplex, 
     void after.then((v) => {
       if (v instanceof Error) image.destroy(v);
     });
-    await ch.send('Y');
+    try {
+      await ch.send('Y');
+    } catch (err) {
+      throw migrationError('XEN_MIGRATION_FAILED', `the stream failed after the offer: ${reason(err)}`, op, undefined, err);
+    }
     try {
       domid = await ts.migrateRestore(image as Readable, { name: `${name}${INCOMING}`, ...(signal === undefined ? {} : { signal }) });
     } catch (err) {
