@@ -19,6 +19,8 @@
  * - `save` writes a small header (the domain's libxl configuration, as `xl save` does in
  *   its own header) before libxl's stream; `restore` reads it back. The format is
  *   xenode's own: `xl restore` cannot read it, nor this `xl save` files.
+ * - A migration's halves (lib/native/migration.ts) stream the same image through a pipe
+ *   instead of a temporary file; the protocol around them is lib/migration.ts.
  * Error codes are those of the contract (lib/backend-toolstack.ts): libxl's
  * `ERROR_DOMAIN_NOTFOUND` becomes `ESRCH`, `ERROR_NOMEM` `ENOMEM`.
  * @internal
