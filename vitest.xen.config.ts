@@ -10,7 +10,8 @@ import { defineConfig } from 'vitest/config';
  * The two boots run side by side, so the tier takes as long as the longer one. The
  * toolstack suite and Remus drive libxl and the hypervisor rather than xenstored (libxl's
  * own xenstore traffic is covered in both boots by libxl.test.ts), so each runs in one
- * boot only: the toolstack suite with the C xenstored, Remus with oxenstored. That keeps
+ * boot only: the toolstack suite with the C xenstored, Remus and save/restore/migration
+ * (migrate.test.ts, which runs the suite's save and migration groups) with oxenstored. That keeps
  * .ci/run within its 30 minutes.
  */
 const onlyIn: Record<string, string> = {
@@ -18,6 +19,7 @@ const onlyIn: Record<string, string> = {
   'test/xen/remus.test.ts': 'oxenstored',
   // One guest boot serving a VHD through xenode's own block backend.
   'test/xen/blkback.test.ts': 'oxenstored',
+  'test/xen/migrate.test.ts': 'oxenstored',
 };
 const xenstored = process.env.XENODE_XENSTORED;
 const elsewhere = xenstored ? Object.keys(onlyIn).filter((file) => onlyIn[file] !== xenstored) : [];

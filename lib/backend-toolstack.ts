@@ -235,6 +235,26 @@ export interface ToolstackConnection {
   save(domid: number, out: Writable, options?: ToolstackCallOptions): Promise<void>;
   /** Restores a domain from an image written by `save` (`libxl_domain_create_restore`); resolves with its new domid. */
   restore(input: Readable, options?: ToolstackCallOptions): Promise<number>;
+  /**
+   * The sending half of a migration (`libxl_domain_suspend` into the stream, with
+   * `LIBXL_SUSPEND_LIVE` when `live`): writes the domain's save image (what `save`
+   * writes) to `out` and leaves the domain suspended, neither destroyed nor resumed: the
+   * caller destroys it once the destination runs it, or calls `migrateResume`. `live`
+   * copies memory while the guest runs and pauses it only for the last pass; a backend
+   * that cannot track dirty pages for this guest rejects at once with
+   * `XEN_MIGRATION_UNSUPPORTED`, the domain untouched. If writing fails, the domain runs
+   * again (resumed) and the call rejects with the stream's error. `out` is not ended.
+   */
+  migrateSuspend(domid: number, out: Writable, options?: ToolstackCallOptions & { live?: boolean }): Promise<void>;
+  /** Resumes a domain `migrateSuspend` left suspended (`libxl_domain_resume`, co-operative): the guest carries on. */
+  migrateResume(domid: number): Promise<void>;
+  /**
+   * The receiving half: restores the image read from `input` (what `save` and
+   * `migrateSuspend` write) as a paused domain called `name`, devices connected. Resolves
+   * with its domid; nothing is left behind on failure. Unlike `createDomain` it accepts a
+   * uuid already in use (the source domain of a migration on the same host).
+   */
+  migrateRestore(input: Readable, options: ToolstackCallOptions & { name: string }): Promise<number>;
   /** Ends the session. Safe to call twice. */
   close(): Promise<void>;
 }

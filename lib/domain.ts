@@ -6,6 +6,7 @@ import type { DeviceInfo, DeviceKind, DiskSnapshot, DomainEvent, DomainInfo, Dom
 import type { DiskConfig, DomainConfig, NicConfig, PciConfig } from './config/domain-config.js';
 import type { DomainEventsOptions, Domains } from './domains.js';
 import { XenError, abortError } from './errors.js';
+import { type MigrateOptions, sendMigration } from './migration.js';
 import type { VirtualDisk } from './vhd/disk.js';
 
 /** Options of {@link Domain.shutdown} and {@link Domain.reboot}. */
@@ -422,5 +423,43 @@ export class Domain {
     }
     if (pathOrWritable === null || typeof pathOrWritable !== 'object' || typeof pathOrWritable.write !== 'function') throw new TypeError('save: expected a file path or a Writable');
     await this.run((ts, id) => ts.save(id, pathOrWritable, opts));
+  }
+
+  /**
+   * Migrates the domain (as `xl migrate`) through `stream`, a Duplex connected to a host
+   * that runs {@link Domains.receiveMigration} on its other end: a TCP socket, an ssh
+   * child's stdio (`Duplex.from({ readable: child.stdout, writable: child.stdin })`), or
+   * the two ends of a pair on the same host. Resolves once the destination runs the
+   * domain and the source is destroyed. The stream is left open (not ended).
+   *
+   * The domain never runs twice and is not lost: until the destination confirms the
+   * restore, a failure resumes it here. Rejects with XenError
+   * `XEN_MIGRATION_REFUSED` (the destination said no: name in use, not enough memory;
+   * nothing was sent), `XEN_MIGRATION_FAILED` (the stream broke or the destination failed;
+   * the domain runs on here), `XEN_MIGRATION_UNCONFIRMED` (the stream broke after the
+   * hand-over: the domain is left suspended here as `<name>--migratedaway`), or
+   * `XEN_MIGRATION_UNSUPPORTED` (a live migration this host cannot do, see
+   * {@link MigrateOptions.live}). On the same host, the source is renamed
+   * `<name>--migratedaway` and the destination arrives as `<name>--incoming` until the
+   * hand-over; this `Domain` then follows the domain to its new domid.
+   *
+   * @example
+   * ```ts
+   * import { Duplex, PassThrough } from 'node:stream';
+   * import { connect } from 'xenode';
+   * const xen = await connect({ backend: 'mock' });
+   * const dom = await xen.domains.create({ name: 'web', type: 'pvh', kernel: '/boot/vmlinuz', memory: 256, vcpus: 1 });
+   * // a stream pair to this same host; across hosts, a net.Socket on each side
+   * const [a, b] = [new PassThrough(), new PassThrough()];
+   * const arriving = xen.domains.receiveMigration(Duplex.from({ readable: a, writable: b }));
+   * await dom.migrate(Duplex.from({ readable: b, writable: a }), { onProgress: (p) => console.log(p.phase, p.bytes) });
+   * const moved = await arriving;
+   * console.log(moved.name, moved.domid !== dom.domid);   // web true
+   * await xen.close();
+   * ```
+   */
+  async migrate(stream: Duplex, options: MigrateOptions = {}): Promise<void> {
+    const ts = await this.domains.toolstack();
+    await sendMigration(ts, this.currentDomid, stream, options);
   }
 }

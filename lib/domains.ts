@@ -1,5 +1,5 @@
 import { createReadStream } from 'node:fs';
-import type { Readable } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import { Readable as ReadableStream } from 'node:stream';
 import type { DiskSnapshot, DomainEvent, DomainInfo, ToolstackConnection } from './backend-toolstack.js';
 import type { XenBackend } from './backend.js';
@@ -9,6 +9,7 @@ import { parseXlConfig } from './config/xlcfg.js';
 import { Domain } from './domain.js';
 import { closedError } from './errors.js';
 import { EventQueue } from './event-queue.js';
+import { type ReceiveMigrationOptions, receiveMigration } from './migration.js';
 
 /** Options of {@link Domains.create} and {@link Domains.restore}. */
 export interface CreateOptions {
@@ -197,6 +198,23 @@ export class Domains {
     else throw new TypeError('domains.restore: expected a file path or a Readable');
     const ts = await this.toolstack();
     const domid = await ts.restore(input, options.signal === undefined ? {} : { signal: options.signal });
+    return this.byDomid(domid);
+  }
+
+  /**
+   * Receives a domain that another host (or this one) sends with {@link Domain.migrate}
+   * through `stream`, the other end of the sender's Duplex. Resolves with the domain once
+   * it runs here (a new domid, the same uuid; paused with `options.paused`). Before
+   * anything is sent, the offer is refused — the sender gets `XEN_MIGRATION_REFUSED`, this
+   * call rejects with it too — when the name is in use by another domain (one with a
+   * different uuid: on the same host the source holds it until the hand-over) or the host
+   * has less free memory than the domain has. A broken stream, a failed restore or an
+   * abort before the hand-over rejects with `XEN_MIGRATION_FAILED` (or an AbortError),
+   * leaving nothing behind; the source then runs on. The stream is left open.
+   */
+  async receiveMigration(stream: Duplex, options: ReceiveMigrationOptions = {}): Promise<Domain> {
+    const ts = await this.toolstack();
+    const domid = await receiveMigration(ts, stream, options);
     return this.byDomid(domid);
   }
 }

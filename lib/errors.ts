@@ -11,6 +11,9 @@ import type { VhdErrorCode } from './vhd/errors.js';
  *   (libxenctrl) was built for; XenStore, event channels and grant tables still work;
  * - `XEN_PROTOCOL`: a peer sent something the XenStore wire protocol does not allow;
  * - `XEN_INVALID_CONFIG`: a domain configuration (object or xl.cfg text) is wrong (`field` names what);
+ * - `XEN_MIGRATION_REFUSED` / `_FAILED` / `_UNCONFIRMED` / `_UNSUPPORTED`: a migration's
+ *   destination said no, a migration broke (the source runs on), broke after the
+ *   hand-over (the source waits, suspended), or cannot be live on this host;
  * - `VHD_…`: a fault in a VHD disk image, or a use of one its state forbids (`path` names the file).
  */
 export type XenErrorCode =
@@ -37,6 +40,10 @@ export type XenErrorCode =
   | 'ENOTCONN'
   | 'XEN_PROTOCOL'
   | 'XEN_INVALID_CONFIG'
+  | 'XEN_MIGRATION_REFUSED'
+  | 'XEN_MIGRATION_FAILED'
+  | 'XEN_MIGRATION_UNCONFIRMED'
+  | 'XEN_MIGRATION_UNSUPPORTED'
   | VhdErrorCode
   | (string & {});
 

@@ -74,6 +74,7 @@ export {
 export { toLibxlConfig, fromLibxlConfig } from './config/libxl-json.js';
 export * as libxl from './config/libxl-types.gen.js';
 export { Domains, type CreateOptions, type DomainEventsOptions } from './domains.js';
+export type { MigrateOptions, MigrationProgress, ReceiveMigrationOptions } from './migration.js';
 export {
   Domain,
   type ShutdownOptions,

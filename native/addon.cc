@@ -10,12 +10,18 @@
 //   openLibxl(onEvent, onError) → Promise<XlHandle>          (libxl.cc)
 //   XlHandle      the class of libxl contexts (not constructible from JS)
 //   validateLibxlJson(type, json) → Promise<string>          (libxl_validate.cc)
+//   makePipe() → [readFd, writeFd]   a close-on-exec pipe, for libxl's save/restore streams
 // lib/native/addon.ts is the typed contract of these exports.
 #include <napi.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 
 #include "addon.h"
+#include "errors.h"
 #include "evtchn.h"
 #include "gnttab.h"
 #include "xenctrl.h"
@@ -53,6 +59,21 @@ void AddonState::CleanupStep() {
   if (--cleanup_pending_ == 0) napi_remove_async_cleanup_hook(hook_);
 }
 
+// int pipe2(int pipefd[2], int flags);
+// libxl reads and writes a migration stream on a file descriptor of its own (in its save
+// helper process); JavaScript carries the bytes between that pipe and the user's stream.
+// Both ends close on exec, so no other child inherits them (libxl passes its end on).
+static Napi::Value MakePipe(const Napi::CallbackInfo& info) {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) {
+    throw errors::ToError(info.Env(), errors::FromErrno(errno, "pipe2"));
+  }
+  Napi::Array out = Napi::Array::New(info.Env(), 2);
+  out.Set(uint32_t{0}, Napi::Number::New(info.Env(), fds[0]));
+  out.Set(uint32_t{1}, Napi::Number::New(info.Env(), fds[1]));
+  return out;
+}
+
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   auto* state = new AddonState();
   env.SetInstanceData<AddonState>(state);
@@ -85,6 +106,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("XlHandle", xl_handle);
   exports.Set("openLibxl", Napi::Function::New(env, OpenLibxl, "openLibxl"));
   exports.Set("validateLibxlJson", Napi::Function::New(env, ValidateLibxlJson, "validateLibxlJson"));
+  exports.Set("makePipe", Napi::Function::New(env, MakePipe, "makePipe"));
   return exports;
 }
 

@@ -726,6 +726,7 @@ Napi::Function XlHandle::Define(Napi::Env env) {
                          InstanceMethod("addDevice", &XlHandle::AddDevice),
                          InstanceMethod("removeDevice", &XlHandle::RemoveDevice),
                          InstanceMethod("suspendDomain", &XlHandle::Suspend),
+                         InstanceMethod("resumeDomain", &XlHandle::Resume),
                          InstanceMethod("remusStart", &XlHandle::RemusStart),
                          InstanceMethod("watchDomain", &XlHandle::WatchDomain),
                          InstanceMethod("unwatchDomain", &XlHandle::UnwatchDomain),

@@ -191,6 +191,7 @@ class XlHandle : public Napi::ObjectWrap<XlHandle>, public NativeHandle {
   Napi::Value AddDevice(const Napi::CallbackInfo& info);
   Napi::Value RemoveDevice(const Napi::CallbackInfo& info);
   Napi::Value Suspend(const Napi::CallbackInfo& info);
+  Napi::Value Resume(const Napi::CallbackInfo& info);
   Napi::Value RemusStart(const Napi::CallbackInfo& info);
   Napi::Value WatchDomain(const Napi::CallbackInfo& info);
   Napi::Value UnwatchDomain(const Napi::CallbackInfo& info);

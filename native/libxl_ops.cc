@@ -375,6 +375,19 @@ Napi::Value XlHandle::Suspend(const Napi::CallbackInfo& info) {
   }));
 }
 
+// int libxl_domain_resume(libxl_ctx *ctx, uint32_t domid, int suspend_cancel,
+//                         const libxl_asyncop_how *ao_how);
+// (brings back a domain left suspended by libxl_domain_suspend, as `xl migrate` does when
+// the destination fails; suspend_cancel: the guest's co-operative resume, where it
+// carries on from its suspend call)
+Napi::Value XlHandle::Resume(const Napi::CallbackInfo& info) {
+  uint32_t domid = Domid(info, 0);
+  bool cancel = args::Bool(info, 1, "suspendCancel");
+  return Submit(new XlCall(info.Env(), this, "libxl_domain_resume", domid, true, [=](XlCall& c) -> int {
+    return c.api().libxl_domain_resume(c.ctx(), domid, cancel ? 1 : 0, c.how());
+  }));
+}
+
 // void libxl_domain_remus_info_init(libxl_domain_remus_info *p);
 // void libxl_domain_remus_info_dispose(libxl_domain_remus_info *p);
 // int libxl_domain_remus_info_from_json(libxl_ctx *ctx, libxl_domain_remus_info *p, const char *s);

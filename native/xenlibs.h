@@ -194,6 +194,7 @@ void ClearLibraryMessage();
   X(libxl_domain_unpause)                  \
   X(libxl_domain_rename)                   \
   X(libxl_domain_suspend)                  \
+  X(libxl_domain_resume)                   \
   X(libxl_domain_remus_info_init)          \
   X(libxl_domain_remus_info_dispose)       \
   X(libxl_domain_remus_info_from_json)     \

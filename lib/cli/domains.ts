@@ -1,10 +1,13 @@
 /**
  * The xl-like commands: list, info, create, destroy, pause, unpause, shutdown, reboot,
- * mem-set, vcpu-set, console, save, restore, top. Tables by default, `--json` for scripts;
+ * mem-set, vcpu-set, console, save, restore, migrate, migrate-receive, top. Tables by default, `--json` for scripts;
  * the native backend (or $XENODE_BACKEND) unless `--mock-host PATH` names a running
  * `xenode mock-host`.
  */
+import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
+import { type Socket, createServer, connect as tcpConnect } from 'node:net';
+import { Duplex } from 'node:stream';
 import type { DomainInfo, DomainState, HostInfo } from '../backend-toolstack.js';
 import { connectMockHost } from '../mock/remote.js';
 import { connect, type Xen } from '../xen.js';
@@ -32,6 +35,11 @@ Manage domains, as xl does. Without --mock-host they use the backend connect() p
   console DOMAIN              attach to the console (Ctrl-] detaches; so does the end of stdin)
   save DOMAIN FILE            save the domain to FILE (the domain is destroyed)
   restore FILE                restore a saved domain
+  migrate DOMAIN HOST:PORT    migrate the domain live to the host where
+                              'xenode migrate-receive --listen PORT' waits
+  migrate DOMAIN --ssh HOST   the same over ssh: runs 'xenode migrate-receive' on HOST
+  migrate-receive             receive one migration on stdin/stdout (what --ssh runs), or
+                              on the first TCP connection to --listen PORT
   top [-d SECS] [-i COUNT]    refresh a table of domains with CPU %, COUNT times (default:
                               until SIGINT on a terminal, once otherwise)
 
@@ -41,6 +49,11 @@ Options:
   --mock-host PATH            the XenStore socket of a running 'xenode mock-host'
   --json                      print JSON instead of a table
   -w, --wait                  (shutdown, reboot) wait for the outcome
+  --offline                   (migrate) suspend the guest for the whole copy, not live
+  --ssh HOST                  (migrate) the destination, reached with ssh
+  --listen PORT               (migrate-receive) accept the migration on this TCP port
+  --name NAME                 (migrate-receive) the name the domain takes here
+  --paused                    (migrate-receive) leave the domain paused once it arrives
   -d, --delay SECS            (top) seconds between refreshes, default 1
   -i, --iterations COUNT      (top) refreshes before exiting
   -h, --help                  show this help`;
@@ -52,6 +65,11 @@ const options = {
   delay: { type: 'string', short: 'd' },
   iterations: { type: 'string', short: 'i' },
   help: { type: 'boolean', short: 'h' },
+  offline: { type: 'boolean' },
+  ssh: { type: 'string' },
+  listen: { type: 'string' },
+  name: { type: 'string' },
+  paused: { type: 'boolean' },
 } as const;
 
 interface Ctx {
@@ -62,6 +80,7 @@ interface Ctx {
   delay: number;
   iterations: number | undefined;
   out: NodeJS.WritableStream;
+  migration: { offline: boolean; ssh?: string | undefined; listen?: string | undefined; name?: string | undefined; paused: boolean };
 }
 
 /** `xl list`'s state column: one letter in its place among `rbpscd`. */
@@ -214,6 +233,8 @@ const actions: Record<string, { args: [number, number]; run(ctx: Ctx): Promise<v
       print(ctx, info, () => [`Restored ${info.name} (domid ${info.domid})`]);
     },
   },
+  migrate: { args: [1, 2], run: migrate },
+  'migrate-receive': { args: [0, 0], run: migrateReceive },
   console: { args: [1, 1], run: attachConsole },
   top: { args: [0, 0], run: top },
 };
@@ -227,6 +248,78 @@ function simple(verb: string, fn: (d: Awaited<ReturnType<Xen['domains']['get']>>
       print(ctx, { domid: dom.domid, name: dom.name, action: verb }, () => [`${verb}: ${dom.name} (domid ${dom.domid})`]);
     },
   };
+}
+
+/** `HOST:PORT` (or `[v6]:PORT`) as net.connect's options. */
+function hostPort(text: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(text);
+  const port = Number(m?.[3]);
+  if (m === null || !(port >= 1 && port <= 65535)) throw new UsageError(`migrate: '${text}' is not HOST:PORT`, DOMAINS_USAGE);
+  return { host: (m[1] ?? m[2]) as string, port };
+}
+
+async function migrate(ctx: Ctx): Promise<void> {
+  const { ssh, offline } = ctx.migration;
+  const [name, dest] = ctx.args as [string, string | undefined];
+  if ((dest === undefined) === (ssh === undefined)) throw new UsageError('migrate: give either HOST:PORT or --ssh HOST', DOMAINS_USAGE);
+  const dom = await ctx.xen.domains.get(name);
+  let stream: Duplex;
+  let done: () => Promise<void>;
+  if (ssh !== undefined) {
+    // as xl migrate: the receiving side speaks on its stdio
+    const child = spawn('ssh', [ssh, 'xenode', 'migrate-receive'], { stdio: ['pipe', 'pipe', 'inherit'] });
+    stream = Duplex.from({ readable: child.stdout, writable: child.stdin });
+    done = () => new Promise((resolve) => {
+      child.stdin.end();
+      if (child.exitCode !== null) resolve();
+      else child.once('exit', () => resolve());
+    });
+  } else {
+    const sock = tcpConnect(hostPort(dest as string));
+    await new Promise<void>((resolve, reject) => sock.once('connect', resolve).once('error', reject));
+    stream = sock;
+    done = () => new Promise((resolve) => sock.end(resolve));
+  }
+  let last = '';
+  try {
+    await dom.migrate(stream, {
+      live: !offline,
+      onProgress: (p) => {
+        if (!ctx.json && process.stderr.isTTY && p.phase !== last) process.stderr.write(`${p.phase}… `);
+        last = p.phase;
+      },
+    });
+  } finally {
+    await done();
+  }
+  if (!ctx.json && process.stderr.isTTY) process.stderr.write('\n');
+  print(ctx, { name: dom.name, uuid: dom.uuid, to: ssh ?? dest, live: !offline }, () => [`Migrated ${dom.name} to ${ssh ?? dest}`]);
+}
+
+async function migrateReceive(ctx: Ctx): Promise<void> {
+  const { listen, name, paused } = ctx.migration;
+  const opts = { ...(name === undefined ? {} : { name }), paused };
+  if (listen === undefined) {
+    // stdout carries the stream: the report goes to stderr
+    const dom = await ctx.xen.domains.receiveMigration(Duplex.from({ readable: process.stdin, writable: process.stdout }), opts);
+    process.stderr.write(`Received ${dom.name} (domid ${dom.domid})\n`);
+    return;
+  }
+  const port = positiveInt(listen, '--listen');
+  const sock = await new Promise<Socket>((resolve, reject) => {
+    const server = createServer((s) => {
+      server.close();
+      resolve(s);
+    });
+    server.once('error', reject).listen(port);
+  });
+  try {
+    const dom = await ctx.xen.domains.receiveMigration(sock, opts);
+    const info = await dom.info();
+    print(ctx, info, () => [`Received ${info.name} (domid ${info.domid})`]);
+  } finally {
+    sock.end();
+  }
 }
 
 /** Ctrl-], as xl console. */
@@ -328,7 +421,8 @@ export function domainCommand(name: string): Command {
     if (mockHost === '') throw new UsageError('--mock-host needs a socket path', DOMAINS_USAGE);
     const xen = await connect(mockHost === undefined ? {} : { backend: connectMockHost(mockHost) });
     try {
-      await action.run({ xen, args: positionals, json: values.json ?? false, wait: values.wait ?? false, delay, iterations, out: process.stdout });
+      const migration = { offline: values.offline ?? false, ssh: values.ssh, listen: values.listen, name: values.name, paused: values.paused ?? false };
+      await action.run({ xen, args: positionals, json: values.json ?? false, wait: values.wait ?? false, delay, iterations, out: process.stdout, migration });
     } finally {
       await xen.close();
     }

@@ -26,7 +26,8 @@ Commands:
   mock-host --xenstore-socket PATH   run a simulated Xen host, serving XenStore on PATH
   xenstore read|write|ls|rm|watch …  small xenstore-* equivalents
   list | info | create FILE | destroy | pause | unpause | shutdown | reboot |
-  mem-set | vcpu-set | block-snapshot | console | save | restore | top
+  mem-set | vcpu-set | block-snapshot | console | save | restore |
+  migrate | migrate-receive | top
                                      manage domains as xl does (--mock-host PATH, --json)
 
 Run 'xenode <command> --help' for a command's options.

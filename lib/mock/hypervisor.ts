@@ -217,12 +217,13 @@ export class Hypervisor {
    * the xenstore home, devices to InitWait, unpause, then the guest boots and connects
    * its devices. A failure or abort on the way destroys what was built.
    */
-  async create(config: DomainConfig, signal?: AbortSignal, image?: SaveImage): Promise<number> {
+  async create(config: DomainConfig, signal?: AbortSignal, image?: SaveImage, options: { paused?: boolean } = {}): Promise<number> {
     const op = image ? 'domain.restore' : 'domain.create';
     if (signal?.aborted) throw abortError(signal);
     this.checkNameFree(config.name, op);
     const uuid = config.uuid ?? randomUUID();
-    for (const d of this.domains.values()) if (d.uuid === uuid && d.phase !== 'dying') throw inval(op, `uuid ${uuid} is already in use by domain ${d.domid}`);
+    // A migration's source on the same host keeps its uuid while it waits, suspended.
+    for (const d of this.domains.values()) if (d.uuid === uuid && d.phase !== 'dying' && !(image && d.shutdownReason === 'suspend')) throw inval(op, `uuid ${uuid} is already in use by domain ${d.domid}`);
     const max = config.maxMemory ?? config.memory;
     if (max < config.memory) throw inval(op, `maxMemory ${max} MiB is below memory ${config.memory} MiB`);
     if ((config.maxVcpus ?? config.vcpus) > MAX_VCPUS) throw inval(op, `at most ${MAX_VCPUS} vCPUs per domain`);
@@ -262,7 +263,8 @@ export class Hypervisor {
       for (const x of d.devices.values()) dev.backendReady(this.xs, domid, x);
       await this.wait(this.delays.device, signal);
       d.phase = 'up';
-      d.setRunning(true);
+      d.paused = options.paused === true;
+      d.setRunning(!d.paused);
       if (image) d.console.write('\r\n[    0.000000] PM: resume from suspend\r\n');
       else d.bootLog();
       for (const x of d.devices.values()) dev.frontendInitialised(this.xs, domid, x, () => this.ringCounter++);
@@ -646,9 +648,11 @@ export class Hypervisor {
     };
   }
 
-  async restore(data: Buffer, signal?: AbortSignal): Promise<number> {
+  /** Restores an image; `name` replaces the saved one, `paused` leaves it paused (a migration's destination). */
+  async restore(data: Buffer, signal?: AbortSignal, options: { name?: string; paused?: boolean } = {}): Promise<number> {
     const image = decodeImage(data);
-    return this.create(image.config, signal, image);
+    const config = options.name === undefined ? image.config : { ...image.config, name: options.name };
+    return this.create(config, signal, image, { paused: options.paused });
   }
 
   // ---- test controls --------------------------------------------------------------------

@@ -247,6 +247,26 @@ export class RemoteToolstack implements ToolstackConnection {
     return this.request('restore', [data.toString('base64')], options.signal);
   }
 
+  async migrateSuspend(domid: number, out: Writable, options: ToolstackCallOptions & { live?: boolean } = {}): Promise<void> {
+    const image = Buffer.from(await this.request<string>('migrateSuspend', [domid, options.live ?? false], options.signal), 'base64');
+    try {
+      await writeAll(out, image);
+    } catch (err) {
+      // The image did not make it: the domain must not be left suspended.
+      await this.migrateResume(domid).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  migrateResume(domid: number): Promise<void> {
+    return this.request('migrateResume', [domid]);
+  }
+
+  async migrateRestore(input: Readable, options: ToolstackCallOptions & { name: string }): Promise<number> {
+    const data = await readAll(input, MAX_IMAGE, options.signal);
+    return this.request('migrateRestore', [data.toString('base64'), options.name], options.signal);
+  }
+
   close(): Promise<void> {
     if (!this.closed) {
       this.fail(closedError('toolstack'));

@@ -7,7 +7,9 @@
  * `{"id":N,"result":R}` or `{"id":N,"error":{"code","message","op","domid"}}`.
  * `{"id":N,"method":"cancel","params":[K]}` aborts request K (its `signal`).
  * `subscribe` answers with a subscription id and then sends `{"event":E,"sub":S}` lines
- * until `unsubscribe` [S]. `save` answers with the image in base64; `restore` takes one.
+ * until `unsubscribe` [S]. `save` answers with the image in base64; `restore` takes one;
+ * so do `migrateSuspend` [domid, live] (the domain stays suspended) and `migrateRestore`
+ * [image, name] (restored paused).
  * `openConsole` [domid], answered with `{"id":N,"result":true}`, turns the rest of that
  * connection into the raw console byte stream, both ways.
  */
@@ -43,6 +45,7 @@ const PLAIN = new Set([
   'detachDevice',
   'listDevices',
   'snapshotDisk',
+  'migrateResume',
 ]);
 /** Those among them whose last parameter is `{ signal }`. */
 const ABORTABLE: Record<string, number> = { createDomain: 1, attachDevice: 2, detachDevice: 3 };
@@ -130,6 +133,22 @@ export class ToolstackServer {
           const input = new PassThrough();
           input.end(Buffer.from(String(params[0]), 'base64'));
           return send({ id, result: await ts.restore(input, { signal: ac.signal }) });
+        }
+        if (method === 'migrateSuspend') {
+          const out = new PassThrough();
+          const chunks: Buffer[] = [];
+          out.on('data', (c: Buffer) => chunks.push(c));
+          const ac = new AbortController();
+          running.set(id, ac);
+          await ts.migrateSuspend(Number(params[0]), out, { live: params[1] === true, signal: ac.signal });
+          return send({ id, result: Buffer.concat(chunks).toString('base64') });
+        }
+        if (method === 'migrateRestore') {
+          const ac = new AbortController();
+          running.set(id, ac);
+          const input = new PassThrough();
+          input.end(Buffer.from(String(params[0]), 'base64'));
+          return send({ id, result: await ts.migrateRestore(input, { name: String(params[1]), signal: ac.signal }) });
         }
         if (method === 'openConsole') {
           raw = true;

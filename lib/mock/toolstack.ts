@@ -41,10 +41,15 @@ export function writeAll(out: Writable, data: Buffer): Promise<void> {
   });
 }
 
+/** The mock writes a migration image in pieces of this size. */
+const MIGRATION_CHUNK = 16 * 1024;
+
 export class MockToolstack implements ToolstackConnection {
   private closed = false;
   private readonly subscriptions = new Set<() => void>();
   private readonly consoles = new Set<Duplex>();
+  /** Domains this session left suspended for a migration: how to resume each. */
+  private readonly suspended = new Map<number, () => void>();
 
   constructor(private readonly hv: Hypervisor) {}
 
@@ -166,6 +171,36 @@ export class MockToolstack implements ToolstackConnection {
 
   restore(input: Readable, options: ToolstackCallOptions = {}): Promise<number> {
     return this.call('domain.restore', async () => this.hv.restore(await readAll(input, MAX_IMAGE, options.signal), options.signal));
+  }
+
+  migrateSuspend(domid: number, out: Writable, options: ToolstackCallOptions & { live?: boolean } = {}): Promise<void> {
+    return this.call('domain.migrate', async () => {
+      const { image, resume } = await this.hv.save(domid, options.signal);
+      try {
+        // In pieces, as a real stream arrives: a broken stream fails part-way.
+        for (let at = 0; at < image.length; at += MIGRATION_CHUNK) {
+          if (options.signal?.aborted) throw abortError(options.signal);
+          await writeAll(out, image.subarray(at, at + MIGRATION_CHUNK));
+        }
+      } catch (err) {
+        resume();
+        throw err;
+      }
+      this.suspended.set(domid, resume);
+    });
+  }
+
+  migrateResume(domid: number): Promise<void> {
+    return this.call('domain.migrate', () => {
+      const resume = this.suspended.get(domid);
+      this.suspended.delete(domid);
+      if (resume === undefined) throw new XenError('XEN_ERROR_INVAL', `XEN_ERROR_INVAL: domain ${domid} was not suspended for a migration (domain.migrate)`, { op: 'domain.migrate', domid });
+      resume();
+    });
+  }
+
+  migrateRestore(input: Readable, options: ToolstackCallOptions & { name: string }): Promise<number> {
+    return this.call('domains.receiveMigration', async () => this.hv.restore(await readAll(input, MAX_IMAGE, options.signal), options.signal, { name: options.name, paused: true }));
   }
 
   close(): Promise<void> {

@@ -267,6 +267,8 @@ export interface XlHandle {
   removeDevice(domid: number, kind: 'disk' | 'nic' | 'pci', deviceJson: string): Promise<void>;
   /** `libxl_domain_suspend` writing the save stream to `fd`; the domain is left suspended (destroy it, as `xl save` does). */
   suspendDomain(domid: number, fd: number, live: boolean, debug: boolean): Promise<void>;
+  /** `libxl_domain_resume` of a domain `suspendDomain` left suspended; `suspendCancel`: the guest's co-operative resume. Absent from older builds. */
+  resumeDomain?(domid: number, suspendCancel: boolean): Promise<void>;
   /** `libxl_domain_remus_start`: settles only when replication stops. */
   remusStart(domid: number, infoJson: string, sendFd: number, recvFd: number): Promise<void>;
   /** `libxl_evenable_domain_death`: a watch id; its events reach `onEvent` with `for_user` = that id. */
@@ -343,6 +345,8 @@ export interface NativeAddon {
    * `XEN_ERROR_<NAME>` and libxl's log lines in the message when libxl refuses it.
    */
   validateLibxlJson?(type: LibxlJsonType, json: string): Promise<string>;
+  /** `pipe2(O_CLOEXEC)`: `[readFd, writeFd]`, blocking, for libxl's save and migration streams. Absent from older builds. */
+  makePipe?(): [number, number];
   /** The class of libxl contexts; not constructible from JavaScript. */
   readonly XlHandle?: abstract new (...args: never[]) => XlHandle;
 }

@@ -139,7 +139,10 @@ export interface LibxlConnectionEvents {
 export class LibxlConnection extends EventEmitter<LibxlConnectionEvents> {
   private closing: Promise<void> | undefined;
 
-  private constructor(private readonly handle: XlHandle) {
+  private constructor(
+    private readonly handle: XlHandle,
+    private readonly addon: NativeAddon,
+  ) {
     super();
   }
 
@@ -155,7 +158,7 @@ export class LibxlConnection extends EventEmitter<LibxlConnectionEvents> {
     } catch (err) {
       throw fromLibxl(err);
     }
-    const conn = new LibxlConnection(handle);
+    const conn = new LibxlConnection(handle, addon);
     self.conn = conn;
     debug('libxl context open (Xen %s)', handle.xenVersion);
     return conn;
@@ -288,6 +291,32 @@ export class LibxlConnection extends EventEmitter<LibxlConnectionEvents> {
     domidArg(domid);
     fdArg(fd, 'fd');
     return this.call(() => this.handle.suspendDomain(domid, fd, options.live ?? false, options.debug ?? false));
+  }
+
+  /**
+   * Brings back a domain that {@link suspendDomain} left suspended, when its stream was
+   * not used after all (a migration's destination failed). `suspendCancel` (the default)
+   * resumes it co-operatively: the guest returns from its suspend call and carries on.
+   */
+  resumeDomain(domid: number, options: { suspendCancel?: boolean } = {}): Promise<void> {
+    domidArg(domid);
+    const handle = this.handle;
+    if (typeof handle.resumeDomain !== 'function') return Promise.reject(new XenError('XEN_UNAVAILABLE', 'this build of the xenode addon cannot resume a domain: rebuild it with npm rebuild xenode', { op: 'libxl_domain_resume', domid }));
+    return this.call(() => (handle.resumeDomain as NonNullable<XlHandle['resumeDomain']>).call(handle, domid, options.suspendCancel ?? true));
+  }
+
+  /**
+   * A pipe for a save or migration stream: `[readFd, writeFd]`, both close-on-exec and
+   * blocking (libxl's save helper writes and reads them with plain blocking calls). Give
+   * libxl one end and carry the bytes of the other; close both when done.
+   */
+  makePipe(): [number, number] {
+    if (typeof this.addon.makePipe !== 'function') throw new XenError('XEN_UNAVAILABLE', 'this build of the xenode addon cannot make pipes: rebuild it with npm rebuild xenode', { op: 'pipe2' });
+    try {
+      return this.addon.makePipe();
+    } catch (err) {
+      throw fromLibxl(err);
+    }
   }
 
   /**

@@ -19,6 +19,8 @@
  * - `save` writes a small header (the domain's libxl configuration, as `xl save` does in
  *   its own header) before libxl's stream; `restore` reads it back. The format is
  *   xenode's own: `xl restore` cannot read it, nor this `xl save` files.
+ * - A migration's halves (lib/native/migration.ts) stream the same image through a pipe
+ *   instead of a temporary file; the protocol around them is lib/migration.ts.
  * Error codes are those of the contract (lib/backend-toolstack.ts): libxl's
  * `ERROR_DOMAIN_NOTFOUND` becomes `ESRCH`, `ERROR_NOMEM` `ENOMEM`.
  * @internal
@@ -54,6 +56,7 @@ import { vdevToDevid } from '../mock/devices.js';
 import { BLOCK_BACKEND_TYPE } from '../blkback/block-backend.js';
 import { requestSnapshot } from '../blkback/remote-snapshot.js';
 import type { LibxlConnection, LibxlDomInfo, LibxlJson } from './libxl.js';
+import { SAVE_MAGIC, liveMigrationObstacle, restoreFrom, resumeIfSuspended, suspendInto } from './migration.js';
 import type { XenCtrl } from './xenctrl.js';
 
 /** What the toolstack uses of a libxl context (a fake in the unit tests). */
@@ -76,6 +79,8 @@ export type LibxlPort = Pick<
   | 'addDevice'
   | 'removeDevice'
   | 'suspendDomain'
+  | 'resumeDomain'
+  | 'makePipe'
   | 'consoleTty'
   | 'renameDomain'
   | 'close'
@@ -91,8 +96,7 @@ export interface NativeToolstackOptions {
   pollMs?: number;
 }
 
-/** The first bytes of a xenode save image; a 4-byte big-endian length and the libxl config JSON follow, then libxl's stream. */
-export const SAVE_MAGIC = Buffer.from('xenode-save-v1\n\0', 'latin1');
+export { SAVE_MAGIC } from './migration.js';
 
 const REASONS: ShutdownReason[] = ['poweroff', 'reboot', 'suspend', 'crash', 'watchdog', 'soft_reset'];
 const XENBUS: XenbusState[] = ['unknown', 'initialising', 'initwait', 'initialised', 'connected', 'closing', 'closed', 'reconfiguring', 'reconfigured'];
@@ -795,6 +799,41 @@ export class NativeToolstack implements ToolstackConnection {
       } finally {
         await rm(dir, { recursive: true, force: true });
       }
+    });
+  }
+
+  // ---- migration ----
+
+  migrateSuspend(domid: number, out: Writable, options: ToolstackCallOptions & { live?: boolean } = {}): Promise<void> {
+    const op = 'domain.migrate';
+    return this.run(op, domid, async () => {
+      if (domid === 0) throw inval(op, 'dom0 cannot be migrated', 0);
+      await this.existing(domid, op);
+      const live = options.live ?? false;
+      if (live) {
+        const why = await liveMigrationObstacle(this.libxl, this.xc, domid);
+        if (why !== undefined) throw new XenError('XEN_MIGRATION_UNSUPPORTED', `XEN_MIGRATION_UNSUPPORTED: cannot migrate domain ${domid} live: ${why} (${op})`, { op, domid });
+      }
+      await suspendInto(this.libxl, domid, out, { live, signal: options.signal });
+      this.kick();
+    });
+  }
+
+  migrateResume(domid: number): Promise<void> {
+    return this.run('domain.migrate', domid, async () => {
+      await resumeIfSuspended(this.libxl, domid);
+      this.kick();
+    });
+  }
+
+  migrateRestore(input: Readable, options: ToolstackCallOptions & { name: string }): Promise<number> {
+    const op = 'domains.receiveMigration';
+    return this.run(op, undefined, async () => {
+      await this.startWatching().catch(() => undefined);
+      const domid = await restoreFrom(this.libxl, input, { name: options.name, signal: options.signal, notImage: () => inval(op, 'the stream is not a xenode save image') });
+      this.managed.set(domid, true);
+      this.kick();
+      return domid;
     });
   }
 

@@ -13,6 +13,7 @@ import { toLibxlConfig } from '../../lib/config/libxl-json.js';
 import { XenError } from '../../lib/errors.js';
 import type { LibxlDomInfo, LibxlJson } from '../../lib/native/libxl.js';
 import { NativeToolstack, SAVE_MAGIC, domainState, shutdownReason, type LibxlPort, type XenCtrlPort, type XenStorePort } from '../../lib/native/toolstack.js';
+import { loadAddon } from '../../lib/native/load.js';
 import type { PhysInfo, XenVersion } from '../../lib/native/xenctrl.js';
 
 const notFound = (domid: number) => new XenError('XEN_ERROR_DOMAIN_NOTFOUND', 'libxl: no such domain', { op: 'libxl_domain_info', domid });
@@ -101,6 +102,15 @@ class FakeHost {
       this.calls.push(['suspend', domid]);
       writeSync(fd, this.image);
       Object.assign(this.dom(domid).info, { shutdown: true, shutdown_reason: 'suspend' });
+    },
+    resumeDomain: async (domid) => {
+      this.calls.push(['resume', domid]);
+      Object.assign(this.dom(domid).info, { shutdown: false, shutdown_reason: undefined });
+    },
+    makePipe: () => {
+      const pipe = loadAddon().makePipe;
+      if (pipe === undefined) throw new Error('the addon has no makePipe: rebuild it');
+      return pipe();
     },
     consoleTty: async () => '/dev/null',
     renameDomain: async (domid, name) => {

@@ -99,6 +99,23 @@ describe('xenode domain commands --mock-host', () => {
     expect((await cli('restore', file)).stdout).toMatch(/^Restored web \(domid \d+\)$/m);
   });
 
+  it('migrates to a receiver listening on a TCP port, and needs a destination', async () => {
+    const port = 20000 + (process.pid % 20000);
+    const receiver = new LineProcess(process.execPath, [cliPath, 'migrate-receive', '--listen', String(port), '--mock-host', socket], { timeout: 60_000 });
+    let sent: Awaited<ReturnType<typeof cli>> | undefined;
+    for (let i = 0; i < 50; i++) {
+      sent = await cli('migrate', 'web', `127.0.0.1:${port}`, '--offline');
+      if (!/ECONNREFUSED/.test(sent.stderr)) break;
+      await new Promise((r) => setTimeout(r, 100)); // the receiver is still starting
+    }
+    expect(sent).toMatchObject({ code: 0, stdout: `Migrated web to 127.0.0.1:${port}\n` });
+    expect(await receiver.nextLine()).toMatch(/^Received web \(domid \d+\)$/);
+    expect(await receiver.exited).toEqual({ code: 0, signal: null });
+    expect((await cli('list')).stdout.match(/^web\s/gm)).toHaveLength(1);
+    expect((await cli('migrate', 'web')).code).toBe(2);
+    expect((await cli('migrate', 'web', 'nohost')).code).toBe(2);
+  });
+
   it('prints a top table', async () => {
     const top = await cli('top', '-i', '2', '-d', '0.05');
     expect(top.stdout.match(/^xenode top - /gm)).toHaveLength(2);
