@@ -10,9 +10,9 @@ import { defineConfig } from 'vitest/config';
  * The two boots run side by side, so the tier takes as long as the longer one. The
  * toolstack suite and Remus drive libxl and the hypervisor rather than xenstored (libxl's
  * own xenstore traffic is covered in both boots by libxl.test.ts), so each runs in one
- * boot only: the toolstack suite with the C xenstored, Remus and save/restore/migration
- * (migrate.test.ts, which runs the suite's save and migration groups) with oxenstored. That keeps
- * .ci/run within its 30 minutes.
+ * boot only: the toolstack suite with the C xenstored; Remus, xenode's block backend and
+ * migrate.test.ts (the suite's save/restore group and a PVH live migration) with
+ * oxenstored. That keeps .ci/run within its 30 minutes.
  */
 const onlyIn: Record<string, string> = {
   'test/xen/toolstack.test.ts': 'xenstored',
