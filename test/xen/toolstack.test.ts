@@ -26,11 +26,25 @@
  * The guest can be made to reboot itself: SysRq `b` (`xl sysrq`, written to its
  * `control/sysrq`) runs in its kernel, which asks Xen for a reboot.
  */
-import { describe } from 'vitest';
+import { mkdirSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe } from 'vitest';
 import { connect } from '../../lib/index.js';
 import { run } from '../helpers/run.js';
 import { toolstackConformance } from '../conformance/toolstack-suite.js';
 import { guest, waitUntil, xl } from './tier.js';
+
+/** The tier's hotplug script for disks and NICs (scripts/xen/image/dom0-hotplug.c). */
+const hotplug = '/opt/xenode/xenode-hotplug';
+
+/** The paths the suite's device case attaches, and the loop devices behind them. */
+const disks = ['/srv/conf-root.img', '/srv/conf-data.img'];
+const loops: string[] = [];
+
+async function sh(file: string, args: readonly string[], timeout = 60_000): Promise<string> {
+  const r = await run(file, args, { timeout });
+  if (r.code !== 0) throw new Error(`${file} ${args.join(' ')} exited ${r.code ?? r.signal}: ${r.stderr.trim()}`);
+  return r.stdout;
+}
 
 /** Resolves once the guest's init has written data/xenode/ready (its kernel's xenbus is up). */
 async function booted(domid: number): Promise<void> {
@@ -38,6 +52,33 @@ async function booted(domid: number): Promise<void> {
 }
 
 describe('native toolstack on real Xen', () => {
+  beforeAll(async () => {
+    // Each disk is a raw image on a loop device, reached through a symlink: libxl sees a
+    // block device (a phy disk) and the block script takes its short path.
+    await run('modprobe', ['loop'], { timeout: 60_000 });
+    await run('modprobe', ['bridge'], { timeout: 60_000 });
+    mkdirSync('/srv/xenode', { recursive: true });
+    for (const path of disks) {
+      const image = path.replace('/srv/', '/srv/xenode/');
+      writeFileSync(image, '');
+      truncateSync(image, 16 << 20);
+      const loop = (await sh('losetup', ['-f', '--show', image])).trim();
+      loops.push(loop);
+      rmSync(path, { force: true });
+      symlinkSync(loop, path);
+    }
+    await run('ip', ['link', 'del', 'xenbr0'], { timeout: 30_000 });
+    await sh('ip', ['link', 'add', 'name', 'xenbr0', 'type', 'bridge']);
+    await sh('ip', ['link', 'set', 'xenbr0', 'up']);
+  });
+
+  afterAll(async () => {
+    await run('ip', ['link', 'del', 'xenbr0'], { timeout: 30_000 });
+    for (const path of disks) rmSync(path, { force: true });
+    for (const loop of loops) await run('losetup', ['-d', loop], { timeout: 30_000 });
+    rmSync('/srv/xenode', { recursive: true, force: true });
+  });
+
   toolstackConformance('native (libxl) on real Xen', {
     kernel: guest.kernel,
     guestConfig: {
@@ -45,16 +86,25 @@ describe('native toolstack on real Xen', () => {
       // the guest's kernel and initramfs do not boot in the suite's default 64 MiB
       memory: 128,
       ramdisk: guest.ramdisk,
-      cmdline: 'console=hvc0 quiet',
+      cmdline: 'console=hvc0 quiet sysrq_always_enabled',
     },
-    missing: ['hotplug', 'frontends', 'saveRestore', 'liveSnapshot'],
+    missing: ['saveRestore', 'liveSnapshot'],
+    hotplugScripts: { disk: hotplug, nic: hotplug },
     consoleBanner: /XENODE_GUEST ready/,
     guest: {
+      crash: async (domid) => {
+        await booted(domid);
+        await xl(['sysrq', String(domid), 'c']);
+      },
       shutdown: async (domid, reason) => {
         const key = { poweroff: 'o', reboot: 'b' }[reason as string];
         if (key === undefined) throw new Error(`a real guest cannot be made to shut down with reason ${reason}`);
         await booted(domid);
         await xl(['sysrq', String(domid), key]);
+      },
+      writeConsole: async (domid, text) => {
+        await booted(domid);
+        await sh('xenstore-write', [`/local/domain/${domid}/data/xenode/say`, text]);
       },
     },
     // dom0 under QEMU without KVM: a guest takes tens of seconds to boot or shut down
