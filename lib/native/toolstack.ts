@@ -459,7 +459,7 @@ export class NativeToolstack implements ToolstackConnection {
       const disk: DiskConfig = { target: params ?? '', vdev: dev ?? '' };
       if (mode === 'r') disk.access = 'ro';
       if (devtype === 'cdrom') disk.devtype = 'cdrom';
-      if (type === 'phy' || type === 'qdisk') disk.backendType = type;
+      if (type === 'phy' || type === 'qdisk' || type === 'tap' || type === 'standalone') disk.backendType = type;
       config = disk;
     } else if (kind === 'vif') {
       const [mac, bridge, script, ip, vifname, mtu, queues] = await Promise.all([
@@ -594,7 +594,14 @@ export class NativeToolstack implements ToolstackConnection {
       if (options.signal?.aborted) throw abortError(options.signal);
       const dev = (await this.listDevices(domid)).find((d) => d.kind === kind && d.devid === devid);
       if (dev === undefined) throw new XenError('XEN_ERROR_NOTFOUND', `XEN_ERROR_NOTFOUND: no ${kind} ${devid} is attached (domain.detachDevice)`, { op: 'domain.detachDevice', domid });
-      if (kind === 'vbd') await this.libxl.removeDevice(domid, 'disk', { vdev: (dev.config as DiskConfig).vdev });
+      if (kind === 'vbd') {
+        // libxl finds the device from its backend as well as its vdev (as xl block-detach
+        // fills them in from xenstore): without one it refuses "Unrecognized disk backend type".
+        const disk = dev.config as DiskConfig;
+        const json: LibxlJson = { vdev: disk.vdev, backend_domid: dev.backendDomid };
+        if (disk.backendType !== undefined) json.backend = disk.backendType;
+        await this.libxl.removeDevice(domid, 'disk', json);
+      }
       else if (kind === 'vif') await this.libxl.removeDevice(domid, 'nic', { devid });
       else await this.libxl.removeDevice(domid, 'pci', pciToLibxl(dev.config as PciConfig) as LibxlJson);
     });

@@ -308,7 +308,7 @@ describe('native toolstack: devices', () => {
     expect(host.calls).toContainEqual(['add', domid, 'disk', { pdev_path: '/srv/data.img', vdev: 'xvdb', format: 'raw' }]);
     await expect(ts.attachDevice(domid, { kind: 'disk', disk: { target: '/x', vdev: 'xvdb' } })).rejects.toMatchObject({ code: 'XEN_ERROR_DEVICE_EXISTS' });
     await ts.detachDevice(domid, 'vbd', 51728);
-    expect(host.calls).toContainEqual(['remove', domid, 'disk', { vdev: 'xvdb' }]);
+    expect(host.calls).toContainEqual(['remove', domid, 'disk', { vdev: 'xvdb', backend_domid: 0, backend: 'phy' }]);
     await expect(ts.detachDevice(domid, 'vif', 0)).rejects.toMatchObject({ code: 'XEN_ERROR_NOTFOUND' });
   });
 
