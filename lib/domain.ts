@@ -38,6 +38,11 @@ export interface AttachDiskOptions extends DomainCallOptions {
   access?: DiskConfig['access'];
   format?: DiskConfig['format'];
   devtype?: DiskConfig['devtype'];
+  /**
+   * The hotplug script the backend domain runs for the disk (xl-disk-configuration(5)
+   * `script=`): a path, or a name under /etc/xen/scripts. The toolstack's `block` when absent.
+   */
+  script?: string;
 }
 
 /** What {@link Domain.waitFor} waits for: a run state, or `gone` (destroyed). */
@@ -246,6 +251,11 @@ export class Domain {
     if (options.access !== undefined) config.access = options.access;
     if (options.format !== undefined) config.format = options.format;
     if (options.devtype !== undefined) config.devtype = options.devtype;
+    if (options.script !== undefined) {
+      if (typeof options.script !== 'string') throw new TypeError('attachDisk: script must be a string');
+      if (options.script === '' || /[\0,]/.test(options.script)) throw new RangeError(`attachDisk: script must be a non-empty path without commas, got ${JSON.stringify(options.script)}`);
+      config.script = options.script;
+    }
     if (config.vdev === '') config.vdev = await this.freeVdev();
     if (!/^(xvd|hd|sd)[a-z]+\d*$/.test(config.vdev)) throw new RangeError(`attachDisk: vdev must name a virtual disk (xvdb, hdc, sdb…), got ${JSON.stringify(config.vdev)}`);
     return this.run((ts, id) => ts.attachDevice(id, { kind: 'disk', disk: config }, options.signal === undefined ? {} : { signal: options.signal }));

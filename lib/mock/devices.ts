@@ -213,6 +213,16 @@ export function remove(xs: XsWriter, domid: number, dev: SimDevice): void {
 export function describe(xs: XsWriter, domid: number, dev: SimDevice): DeviceInfo {
   const { fe, be } = devicePaths(domid, dev);
   const state = (p: string): XenbusState => XENBUS_STATES[Number(xs.readOr(`${p}/state`, '0'))] ?? 'unknown';
+  const config = structuredClone(dev.config);
+  if (dev.kind === 'vif') {
+    // As the native backend lists it: the queues the frontend set up, once it has.
+    const nic = config as NicConfig;
+    const queues = xs.readOr(`${fe}/multi-queue-num-queues`, '');
+    const feState = Number(xs.readOr(`${fe}/state`, '0'));
+    if (queues !== '') nic.queues = Number(queues);
+    else if (feState === 3 || feState === 4) nic.queues = 1;
+    else delete nic.queues;
+  }
   return {
     kind: dev.kind,
     devid: dev.devid,
@@ -221,7 +231,7 @@ export function describe(xs: XsWriter, domid: number, dev: SimDevice): DeviceInf
     backendPath: be,
     frontendState: state(fe),
     backendState: state(be),
-    config: structuredClone(dev.config),
+    config,
   };
 }
 

@@ -94,6 +94,11 @@ export type XenStorePort = Pick<XenStoreConnection, 'read' | 'directory' | 'clos
 export interface NativeToolstackOptions {
   /** How often the domain list is compared for events, in ms (250). */
   pollMs?: number;
+  /**
+   * How long `attachDevice` waits for a running guest's frontend to connect a new disk or
+   * NIC, in ms (60 000): a guest that is still booting connects it once its driver loads.
+   */
+  connectWaitMs?: number;
 }
 
 export { SAVE_MAGIC } from './migration.js';
@@ -208,9 +213,11 @@ export class NativeToolstack implements ToolstackConnection {
     options: NativeToolstackOptions = {},
   ) {
     this.pollMs = options.pollMs ?? 250;
+    this.connectWaitMs = options.connectWaitMs ?? 60_000;
   }
 
   private readonly pollMs: number;
+  private readonly connectWaitMs: number;
 
   private check(op: string): void {
     if (this.closed) throw closedError(op);
@@ -458,10 +465,18 @@ export class NativeToolstack implements ToolstackConnection {
       const disk: DiskConfig = { target: params ?? '', vdev: dev ?? '' };
       if (mode === 'r') disk.access = 'ro';
       if (devtype === 'cdrom') disk.devtype = 'cdrom';
-      if (type === 'phy' || type === 'qdisk') disk.backendType = type;
+      if (type === 'phy' || type === 'qdisk' || type === 'tap' || type === 'standalone') disk.backendType = type;
       config = disk;
     } else if (kind === 'vif') {
-      const [mac, bridge, script, ip, vifname, mtu] = await Promise.all([read('mac'), read('bridge'), read('script'), read('ip'), read('vifname'), read('mtu')]);
+      const [mac, bridge, script, ip, vifname, mtu, queues] = await Promise.all([
+        read('mac'),
+        read('bridge'),
+        read('script'),
+        read('ip'),
+        read('vifname'),
+        read('mtu'),
+        this.xsRead(`${fe}/multi-queue-num-queues`),
+      ]);
       const nic: NicConfig = {};
       if (mac) nic.mac = mac;
       if (bridge) nic.bridge = bridge;
@@ -469,6 +484,10 @@ export class NativeToolstack implements ToolstackConnection {
       if (ip) nic.ip = ip;
       if (vifname) nic.vifname = vifname;
       if (mtu) nic.mtu = Number(mtu);
+      // The queues netfront set up (netback offers multi-queue-max-queues, the frontend
+      // picks up to that): a frontend past initwait without the key uses one.
+      if (queues) nic.queues = Number(queues);
+      else if (Number(feState ?? 0) >= 3 && Number(feState ?? 0) <= 4) nic.queues = 1;
       config = nic;
     } else {
       const bdf = await read('dev-0');
@@ -561,13 +580,38 @@ export class NativeToolstack implements ToolstackConnection {
         await this.libxl.addDevice(domid, 'pci', pciToLibxl(device.pci) as LibxlJson);
         find = (d) => d.kind === 'pci';
       }
-      const dev = (await this.listDevices(domid)).find(find);
+      const dev = device.kind === 'pci' ? (await this.listDevices(domid)).find(find) : await this.handshake(domid, find, options.signal);
       if (dev === undefined) throw new XenError('XEN_ERROR_FAIL', 'XEN_ERROR_FAIL: libxl attached the device but xenstore does not show it (domain.attachDevice)', { op: 'domain.attachDevice', domid });
       if (device.kind === 'disk') dev.config = { ...device.disk, ...dev.config, vdev: device.disk.vdev };
-      if (device.kind === 'nic') dev.config = { ...device.nic, ...dev.config };
+      if (device.kind === 'nic') {
+        // what the frontend negotiated, not what was asked (netfront decides: see handshake)
+        const { queues: _asked, ...asked } = device.nic;
+        dev.config = { ...asked, ...dev.config };
+      }
       if (device.kind === 'pci') dev.config = { ...device.pci };
       return dev;
     });
+  }
+
+  /**
+   * The new disk or NIC once the guest's frontend has connected to it. libxl returns when
+   * the backend waits for the frontend (initwait) and its hotplug script has run; the
+   * guest's driver connects in its own time. This waits for both ends to be `connected`,
+   * either end to give up (`closing`, `closed`), the domain to be paused (its frontend
+   * cannot act) or `connectWaitMs`, and returns the device as it then stands. An abort
+   * ends the wait with AbortError; the device stays attached (listDevices shows it).
+   */
+  private async handshake(domid: number, find: (d: DeviceInfo) => boolean, signal: AbortSignal | undefined): Promise<DeviceInfo | undefined> {
+    const deadline = Date.now() + this.connectWaitMs;
+    const settled = new Set<XenbusState>(['connected', 'closing', 'closed']);
+    for (;;) {
+      const dev = (await this.listDevices(domid)).find(find);
+      if (dev === undefined || (dev.frontendState === 'connected' && dev.backendState === 'connected')) return dev;
+      if ((settled.has(dev.frontendState) && dev.frontendState !== 'connected') || (settled.has(dev.backendState) && dev.backendState !== 'connected')) return dev;
+      if (Date.now() >= deadline || (await this.existing(domid, 'domain.attachDevice')).paused) return dev;
+      if (signal?.aborted) throw abortError(signal);
+      await new Promise((r) => setTimeout(r, Math.min(200, this.connectWaitMs)));
+    }
   }
 
   detachDevice(domid: number, kind: DeviceKind, devid: number, options: ToolstackCallOptions = {}): Promise<void> {
@@ -575,7 +619,14 @@ export class NativeToolstack implements ToolstackConnection {
       if (options.signal?.aborted) throw abortError(options.signal);
       const dev = (await this.listDevices(domid)).find((d) => d.kind === kind && d.devid === devid);
       if (dev === undefined) throw new XenError('XEN_ERROR_NOTFOUND', `XEN_ERROR_NOTFOUND: no ${kind} ${devid} is attached (domain.detachDevice)`, { op: 'domain.detachDevice', domid });
-      if (kind === 'vbd') await this.libxl.removeDevice(domid, 'disk', { vdev: (dev.config as DiskConfig).vdev });
+      if (kind === 'vbd') {
+        // libxl finds the device from its backend as well as its vdev (as xl block-detach
+        // fills them in from xenstore): without one it refuses "Unrecognized disk backend type".
+        const disk = dev.config as DiskConfig;
+        const json: LibxlJson = { vdev: disk.vdev, backend_domid: dev.backendDomid };
+        if (disk.backendType !== undefined) json.backend = disk.backendType;
+        await this.libxl.removeDevice(domid, 'disk', json);
+      }
       else if (kind === 'vif') await this.libxl.removeDevice(domid, 'nic', { devid });
       else await this.libxl.removeDevice(domid, 'pci', pciToLibxl(dev.config as PciConfig) as LibxlJson);
     });

@@ -6,7 +6,9 @@
 #   vmlinuz             Debian's kernel (linux-image-amd64), booted as the PV dom0
 #   boot.cpio.gz        busybox initramfs: mounts rootfs/ over 9p under a tmpfs overlay
 #   rootfs/             debootstrap --variant=minbase + xen-utils-4.17, xenstore-utils;
-#                       /sbin/xenode-init (dom0's PID 1); the test guest in /opt/xenode/guest/
+#                       /sbin/xenode-init (dom0's PID 1); the tests' hotplug script for
+#                       disks and NICs, /opt/xenode/xenode-hotplug (image/dom0-hotplug.c);
+#                       the test guest in /opt/xenode/guest/
 #                       (with xenode.relay on its command line it lends dom0 its XenStore
 #                       connections over its console: image/guest-relay.c)
 #
@@ -117,6 +119,10 @@ rm -rf "$work/rootfs/lib/modules"
 # shellcheck disable=SC2086
 copy_modules "$work/rootfs" $dom0_modules
 install -m 0755 "$here/image/dom0-init" "$work/rootfs/sbin/xenode-init"
+# the tests' hotplug script for disks and NICs (image/dom0-hotplug.c says why)
+mkdir -p "$work/rootfs/opt/xenode"
+gcc -static -O2 -Wall -o "$work/rootfs/opt/xenode/xenode-hotplug" "$here/image/dom0-hotplug.c" >&3 2>&1 ||
+  die "building xenode-hotplug failed (see $cache/build.log)"
 # xenconsoled logs each guest's console to /var/log/xen/console/guest-<name>.log
 echo 'XENCONSOLED_ARGS="--log=guest"' >>"$work/rootfs/etc/default/xen"
 echo dom0 >"$work/rootfs/etc/hostname"

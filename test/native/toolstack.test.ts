@@ -318,8 +318,55 @@ describe('native toolstack: devices', () => {
     expect(host.calls).toContainEqual(['add', domid, 'disk', { pdev_path: '/srv/data.img', vdev: 'xvdb', format: 'raw' }]);
     await expect(ts.attachDevice(domid, { kind: 'disk', disk: { target: '/x', vdev: 'xvdb' } })).rejects.toMatchObject({ code: 'XEN_ERROR_DEVICE_EXISTS' });
     await ts.detachDevice(domid, 'vbd', 51728);
-    expect(host.calls).toContainEqual(['remove', domid, 'disk', { vdev: 'xvdb' }]);
+    expect(host.calls).toContainEqual(['remove', domid, 'disk', { vdev: 'xvdb', backend_domid: 0, backend: 'phy' }]);
     await expect(ts.detachDevice(domid, 'vif', 0)).rejects.toMatchObject({ code: 'XEN_ERROR_NOTFOUND' });
+  });
+
+  it("waits for the guest's frontend to connect a new device, reporting the NIC's negotiated queues", async () => {
+    const host = new FakeHost();
+    const ts = new NativeToolstack(host.libxl, host.xc, host.xs, { pollMs: 5, connectWaitMs: 5000 });
+    const domid = await ts.createDomain(cfg);
+    // libxl returns with the backend in initwait; the guest's netfront connects later
+    host.libxl.addDevice = async (id, kind) => {
+      host.calls.push(['add', id, kind]);
+      const fe = `/local/domain/${id}/device/vif/0`;
+      const be = `/local/domain/0/backend/vif/${id}/0`;
+      for (const [k, v] of Object.entries({ backend: be, 'backend-id': '0', state: '1' })) host.store.set(`${fe}/${k}`, v);
+      for (const [k, v] of Object.entries({ mac: '00:16:3e:00:00:01', bridge: 'xenbr0', state: '2', 'multi-queue-max-queues': '2' })) host.store.set(`${be}/${k}`, v);
+      setTimeout(() => {
+        host.store.set(`${fe}/multi-queue-num-queues`, '2');
+        host.store.set(`${fe}/state`, '3');
+      }, 30);
+      setTimeout(() => host.store.set(`${be}/state`, '4'), 60);
+      setTimeout(() => host.store.set(`${fe}/state`, '4'), 90);
+    };
+    const nic = await ts.attachDevice(domid, { kind: 'nic', nic: { bridge: 'xenbr0', queues: 4 } });
+    expect(nic).toMatchObject({ kind: 'vif', devid: 0, frontendState: 'connected', backendState: 'connected', config: { mac: '00:16:3e:00:00:01', bridge: 'xenbr0', queues: 2 } });
+    expect((await ts.listDevices(domid))[0]?.config).toMatchObject({ queues: 2 });
+  });
+
+  it('gives up waiting for a frontend after connectWaitMs, or at once for a paused domain', async () => {
+    const host = new FakeHost();
+    const ts = new NativeToolstack(host.libxl, host.xc, host.xs, { pollMs: 5, connectWaitMs: 100 });
+    const domid = await ts.createDomain(cfg);
+    host.libxl.addDevice = async (id, _kind, json) => host.vbd(id, 51728, (json as { vdev: string }).vdev, '/srv/data.img', '2');
+    const started = Date.now();
+    const disk = await ts.attachDevice(domid, { kind: 'disk', disk: { target: '/srv/data.img', vdev: 'xvdb' } });
+    expect(disk).toMatchObject({ devid: 51728, frontendState: 'initwait', backendState: 'initwait' });
+    expect(Date.now() - started).toBeGreaterThanOrEqual(90);
+    const paused = new NativeToolstack(host.libxl, host.xc, host.xs, { pollMs: 5, connectWaitMs: 60_000 });
+    await paused.pause(domid);
+    host.libxl.addDevice = async (id, _kind, json) => host.vbd(id, 51744, (json as { vdev: string }).vdev, '/srv/more.img', '2');
+    expect(await paused.attachDevice(domid, { kind: 'disk', disk: { target: '/srv/more.img', vdev: 'xvdc' } })).toMatchObject({ devid: 51744, backendState: 'initwait' });
+    const ac = new AbortController();
+    await paused.unpause(domid);
+    host.libxl.addDevice = async (id, _kind, json) => {
+      host.vbd(id, 51760, (json as { vdev: string }).vdev, '/srv/last.img', '2');
+      setTimeout(() => ac.abort(), 20);
+    };
+    await expect(paused.attachDevice(domid, { kind: 'disk', disk: { target: '/srv/last.img', vdev: 'xvdd' } }, { signal: ac.signal })).rejects.toMatchObject({ name: 'AbortError' });
+    expect((await paused.listDevices(domid)).map((d) => d.devid)).toContain(51760);
+    await Promise.all([ts.close(), paused.close()]);
   });
 
   it('refuses a live disk snapshot, saying why, without touching libxl or the disk', async () => {

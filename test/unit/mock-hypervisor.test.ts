@@ -118,6 +118,18 @@ describe('the xenstore trees of a domain', () => {
     expect(await xen.xenstore.exists(be)).toBe(false);
   });
 
+  it("passes a disk's hotplug script to its backend, and refuses a bad one", async () => {
+    const { xen } = await setup();
+    const dom = await xen.domains.create(web);
+    const disk = await dom.attachDisk('/srv/more.img', { script: '/opt/xenode/xenode-hotplug' });
+    expect(disk.config).toMatchObject({ target: '/srv/more.img', script: '/opt/xenode/xenode-hotplug' });
+    expect(await xen.xenstore.read(`${disk.backendPath}/script`)).toBe('/opt/xenode/xenode-hotplug');
+    await expect(dom.attachDisk('/srv/x.img', { script: 'a,b' })).rejects.toThrow(RangeError);
+    await expect(dom.attachDisk('/srv/x.img', { script: '' })).rejects.toThrow(RangeError);
+    await expect(dom.attachDisk('/srv/x.img', { script: 7 as unknown as string })).rejects.toThrow(TypeError);
+    expect((await dom.listDevices()).length).toBe(1);
+  });
+
   it('removes every trace on destroy and fires @releaseDomain', async () => {
     const { xen } = await setup();
     const dom = await xen.domains.create({ ...web, disks: [{ target: '/srv/web.img', vdev: 'xvda' }] });
