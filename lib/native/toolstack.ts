@@ -56,7 +56,7 @@ import { vdevToDevid } from '../mock/devices.js';
 import { BLOCK_BACKEND_TYPE } from '../blkback/block-backend.js';
 import { requestSnapshot } from '../blkback/remote-snapshot.js';
 import type { LibxlConnection, LibxlDomInfo, LibxlJson } from './libxl.js';
-import { SAVE_MAGIC, liveMigrationObstacle, restoreFrom, resumeIfSuspended, suspendInto } from './migration.js';
+import { SAVE_MAGIC, liveMigrationObstacle, readImageHeader, restoreFrom, resumeIfSuspended, suspendInto } from './migration.js';
 import type { XenCtrl } from './xenctrl.js';
 
 /** What the toolstack uses of a libxl context (a fake in the unit tests). */
@@ -815,36 +815,14 @@ export class NativeToolstack implements ToolstackConnection {
       const dir = await mkdtemp(join(tmpdir(), 'xenode-restore-'));
       const file = join(dir, 'image');
       try {
-        const fh = await open(file, 'w');
-        let head = Buffer.alloc(0);
-        let config: LibxlJson | undefined;
         const notImage = () => inval('domains.restore', 'the stream is not a xenode save image');
+        const { config, rest } = await readImageHeader(input, notImage, signal);
+        const fh = await open(file, 'w');
         try {
-          for await (const raw of input) {
-            if (signal?.aborted) throw abortError(signal);
-            const chunk = typeof raw === 'string' ? Buffer.from(raw) : (raw as Buffer);
-            if (config !== undefined) {
-              await fh.write(chunk);
-              continue;
-            }
-            head = Buffer.concat([head, chunk]);
-            const n = Math.min(head.length, SAVE_MAGIC.length);
-            if (!head.subarray(0, n).equals(SAVE_MAGIC.subarray(0, n))) throw notImage();
-            if (head.length < SAVE_MAGIC.length + 4) continue;
-            const len = head.readUInt32BE(SAVE_MAGIC.length);
-            if (len > 16 << 20) throw notImage();
-            if (head.length < SAVE_MAGIC.length + 4 + len) continue;
-            try {
-              config = JSON.parse(head.subarray(SAVE_MAGIC.length + 4, SAVE_MAGIC.length + 4 + len).toString()) as LibxlJson;
-            } catch {
-              throw notImage();
-            }
-            await fh.write(head.subarray(SAVE_MAGIC.length + 4 + len));
-          }
+          for await (const chunk of rest) await fh.write(chunk);
         } finally {
           await fh.close();
         }
-        if (config === undefined) throw notImage();
         if (signal?.aborted) throw abortError(signal);
         return await this.restoreFile(config, file);
       } finally {
