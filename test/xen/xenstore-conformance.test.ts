@@ -37,8 +37,8 @@ afterAll(async () => {
 abstract class RealXenFactory implements XenStoreSuiteFactory {
   readonly implementation = xenstored;
   readonly unprivileged = true;
-  /** A third of the mock's: the model case took 100-155 s per transport at 25 under TCG. */
-  readonly modelRuns = 8;
+  /** A fifth of the mock's: the model case took 100-155 s per transport at 25 under TCG. */
+  readonly modelRuns = 5;
   abstract readonly oversizedReply: string;
   /**
    * C xenstored 4.17 validates a special name as a path before anything else, so a
