@@ -22,11 +22,8 @@
  *   carries `sysrq_always_enabled`; its panic reaches Xen as a crash. SysRq `b` and `o`
  *   make it reboot or power off.
  * What it cannot do is declared, with the reason (CI=true: nothing is skipped silently):
- * - the `save and restore` group runs in test/xen/migrate.test.ts, in the other boot
- *   (oxenstored), with a live migration of a PVH guest; the `migration` group runs here:
- *   Debian's Xen 4.17 has no shadow paging, so a PV guest cannot enter log-dirty mode and
- *   the suite expects `XEN_MIGRATION_UNSUPPORTED` for a live migration and moves it with
- *   `live: false` (`liveMigration` in `missing`);
+ * - the `save and restore` and `migration` groups run in test/xen/migrate.test.ts, in
+ *   the other boot (oxenstored), with a live migration of a PVH guest;
  * - `liveSnapshot`: the suite's disks are libxl's, and Xen 4.17 has no backend of its own
  *   that can be repointed at a VHD child, so the suite checks that the native backend
  *   says so (XEN_LIVE_SNAPSHOT_UNSUPPORTED); blkback.test.ts takes live snapshots of a
@@ -98,8 +95,8 @@ describe('native toolstack on real Xen', () => {
       cmdline: 'console=hvc0 quiet sysrq_always_enabled',
     },
     missing: ['liveSnapshot', 'liveMigration'],
-    // save and restore runs in migrate.test.ts, in the other boot, to even out the two
-    except: ['save and restore'],
+    // save/restore and migration run in migrate.test.ts, in the other boot, to even out the two
+    except: ['save and restore', 'migration'],
     ready: booted,
     hotplugScripts: { disk: hotplug, nic: hotplug },
     consoleBanner: /XENODE_GUEST ready/,
