@@ -27,6 +27,8 @@ import {
   importInto,
   replaceAtomically,
   sizeOfFileStream,
+  untouchedFileStream,
+  fileBlocks,
 } from './transfer.js';
 
 export type { ConvertDiskOptions, DiskReadStreamOptions, ImportDiskOptions, TransferProgress, TransferResult };
@@ -174,7 +176,9 @@ export class VirtualDisk {
    * and (unless `sync: false`) durable. All-zero blocks stay unallocated (holes in a raw image; a fixed one
    * is fully allocated, zeros written there). The
    * stream must hold exactly `size` bytes (RangeError otherwise); `size` may be left out
-   * when `source` is a `fs.ReadStream` of a whole file.
+   * when `source` is a `fs.ReadStream` of a whole file. Such a stream, when nothing has read
+   * from it yet, is not consumed: its file is read directly (positioned reads into reused
+   * buffers) and the stream is closed.
    *
    * @example
    * ```ts
@@ -212,7 +216,15 @@ export class VirtualDisk {
       await writeNewImage(tmp, { size, type, blockSize: DEFAULT_BLOCK_SIZE, allocate: false }, false, files);
       const disk = await VirtualDisk.open(tmp, { format: type === 'raw' ? 'raw' : 'vhd', [internalOptions]: { files } } as OpenDiskOptions);
       try {
-        bytesWritten = await importInto(disk, source, size, options, type === 'fixed');
+        // A whole file behind a fs.ReadStream is read directly, as qemu-img reads its input:
+        // the stream is closed unread.
+        const file = untouchedFileStream(source);
+        try {
+          const direct = file === undefined ? undefined : fileBlocks(file);
+          bytesWritten = await importInto(disk, direct?.blocks ?? source, size, options, type === 'fixed', direct?.release);
+        } finally {
+          if (file !== undefined) (source as Readable).destroy();
+        }
         if (sync !== false) await disk.flush();
       } finally {
         await disk.close();

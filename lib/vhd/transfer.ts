@@ -163,6 +163,7 @@ export async function importInto(
   size: number,
   { signal, onProgress }: TransferOptions,
   allocate = false,
+  release?: (chunk: Uint8Array) => void,
 ): Promise<number> {
   const step = DEFAULT_BLOCK_SIZE;
   const zeros = Buffer.alloc(step);
@@ -173,11 +174,13 @@ export async function importInto(
   // Writes in flight while the next chunks are read (the disk runs them in order): reading
   // and writing overlap, as qemu-img's parallel requests do.
   const inFlight: Array<Promise<void>> = [];
-  const put = async (data: Buffer): Promise<void> => {
+  /** Starts writing `data` (unless all zeros); resolves, with that write, once there is room for another. */
+  const put = async (data: Buffer): Promise<Promise<void> | undefined> => {
     const zero = isZero(data, zeros);
+    let writing: Promise<void> | undefined;
     if (!zero || allocate) {
       // The shared zero block, not the stage buffer, which is reused once written.
-      const writing = target.write(offset, zero ? zeros.subarray(0, data.length) : data);
+      writing = target.write(offset, zero ? zeros.subarray(0, data.length) : data);
       if (!zero) written += data.length;
       writing.catch(() => undefined); // awaited below; not an unhandled rejection meanwhile
       inFlight.push(writing);
@@ -185,6 +188,7 @@ export async function importInto(
     }
     offset += data.length;
     onProgress?.({ done: offset, total: size });
+    return zero && !allocate ? undefined : writing;
   };
   const onAbort = (): void => {
     // Ends a `for await` that waits on a stream which may never produce again.
@@ -197,10 +201,13 @@ export async function importInto(
       if (!(chunk instanceof Uint8Array)) throw new TypeError('the source must produce Buffers or Uint8Arrays (not strings: no encoding)');
       const bytes = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length);
       if (offset + filled + bytes.length > size) throw new RangeError(`the source holds more than the ${size} bytes expected`);
+      // Writes that still read from the chunk: it goes back to `release` once they are done.
+      const holding: Array<Promise<void>> = [];
       for (let used = 0; used < bytes.length; ) {
         if (filled === 0 && bytes.length - used >= step) {
           // A whole block in the chunk (as from a stream of block-sized reads): no copy.
-          await put(bytes.subarray(used, used + step));
+          const writing = await put(bytes.subarray(used, used + step));
+          if (writing !== undefined) holding.push(writing);
           used += step;
           continue;
         }
@@ -214,6 +221,7 @@ export async function importInto(
           filled = 0;
         }
       }
+      if (release !== undefined) void Promise.allSettled(holding).then(() => release(chunk));
     }
     if (filled > 0) await put(stage.subarray(0, filled));
     while (inFlight.length > 0) await inFlight.shift();
@@ -263,6 +271,62 @@ export function checkNewDisk(path: string, type: unknown, size: number | undefin
   if ((size as number) > MAX_DISK_SIZE && type !== 'raw') {
     throw vhdError('VHD_TOO_LARGE', `size ${size} exceeds the 2040 GiB VHD limit`, resolve(path), 'vhd.create');
   }
+}
+
+/**
+ * The path of `source` when it is a `fs.ReadStream` over a whole file that nothing has read
+ * from yet (the one kind of stream whose bytes can be had without consuming it), else
+ * undefined.
+ */
+export function untouchedFileStream(source: unknown): string | undefined {
+  if (!(source instanceof Readable)) return undefined;
+  const s = source as Readable & { path?: unknown; start?: unknown; end?: unknown; bytesRead?: unknown };
+  const whole = (s.start === undefined || s.start === 0) && (s.end === undefined || s.end === Infinity);
+  const untouched = s.bytesRead === 0 && s.readableLength === 0 && !s.readableDidRead && !s.destroyed && s.readableFlowing !== true;
+  return typeof s.path === 'string' && whole && untouched ? s.path : undefined;
+}
+
+/** Buffers {@link fileBlocks} reads into: enough for every write {@link importInto} keeps in flight and the next reads. */
+const FILE_BUFFERS = MAX_IN_FLIGHT + 2;
+
+/**
+ * The bytes of the file at `path`, block by block, through positioned reads into a few
+ * reused buffers — what a `fs.ReadStream` would produce, without its fresh 2 MiB allocation
+ * (and page faults) per chunk, which cost more than the rest of an import. A buffer is read
+ * into again only once the consumer has handed it back through `release` (as
+ * {@link importInto} does when nothing refers to the chunk any more); until then the
+ * reading waits.
+ */
+export function fileBlocks(path: string): { blocks: AsyncGenerator<Buffer>; release: (chunk: Uint8Array) => void } {
+  const free = Array.from({ length: FILE_BUFFERS }, () => Buffer.allocUnsafeSlow(DEFAULT_BLOCK_SIZE));
+  let wake: (() => void) | undefined;
+  const release = (chunk: Uint8Array): void => {
+    free.push(Buffer.from(chunk.buffer as ArrayBuffer, 0, DEFAULT_BLOCK_SIZE));
+    wake?.();
+    wake = undefined;
+  };
+  async function* blocks(): AsyncGenerator<Buffer> {
+    const fh = await open(path, 'r');
+    try {
+      for (let position = 0; ; ) {
+        while (free.length === 0) await new Promise<void>((resolve) => (wake = resolve));
+        const buffer = free.pop() as Buffer;
+        let filled = 0;
+        while (filled < buffer.length) {
+          const { bytesRead } = await fh.read(buffer, filled, buffer.length - filled, position + filled);
+          if (bytesRead === 0) break;
+          filled += bytesRead;
+        }
+        if (filled === 0) return;
+        position += filled;
+        yield buffer.subarray(0, filled);
+        if (filled < buffer.length) return;
+      }
+    } finally {
+      await fh.close();
+    }
+  }
+  return { blocks: blocks(), release };
 }
 
 /** The byte count of a `fs.ReadStream` over a whole file; TypeError for any other source. */

@@ -3,6 +3,7 @@
  * allocation and run-length reads (against simple models), read streams, import from a
  * stream, raw images, convert, and snapshots built from memory.
  */
+import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { type FileHandle, mkdtemp, open, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -272,6 +273,34 @@ describe('VirtualDisk.import', () => {
     expect((await disk.read(0, disk.size)).equals(data)).toBe(true);
     await disk.close();
     await expect(VirtualDisk.import(fresh(), Readable.from([data]), { type: 'dynamic' })).rejects.toThrow(TypeError);
+  });
+
+  it('reads an unread fs.ReadStream\'s file directly, reusing its buffers, and closes the stream', async () => {
+    // More blocks than the reader's buffers, data in each, so that a buffer read into again
+    // while its write were still in flight would show as wrong bytes.
+    const size = 23 * MiB + 512;
+    const data = randomBytes(size);
+    for (const block of [3, 9, 10]) data.fill(0, block * 2 * MiB, (block + 1) * 2 * MiB);
+    const raw = fresh('raw');
+    await writeFile(raw, data);
+    const stream = createReadStream(raw);
+    const path = fresh();
+    const result = await VirtualDisk.import(path, stream, { type: 'dynamic' });
+    expect(result).toMatchObject({ size, bytesWritten: size - 3 * 2 * MiB });
+    expect(stream.destroyed).toBe(true);
+    const disk = await VirtualDisk.open(path, { readOnly: true });
+    expect((await disk.read(0, size)).equals(data)).toBe(true);
+    expect(disk.info().allocatedBytes).toBe(9 * 2 * MiB);
+    await disk.close();
+    // A stream something has already read from is consumed as a stream, from where it is.
+    const started = createReadStream(raw, { highWaterMark: MiB });
+    const first = (await new Promise((done) => started.once('readable', () => done(started.read(MiB))))) as Buffer;
+    expect(first.equals(data.subarray(0, MiB))).toBe(true);
+    const rest = fresh();
+    await VirtualDisk.import(rest, started, { type: 'dynamic', size: size - MiB });
+    const tail = await VirtualDisk.open(rest, { readOnly: true });
+    expect((await tail.read(0, size - MiB)).equals(data.subarray(MiB))).toBe(true);
+    await tail.close();
   });
 
   it('fails on a stream longer or shorter than size, leaving the destination as it was', async () => {
