@@ -107,6 +107,12 @@ export class Domains {
    * {@link validateDomainConfig}. Either throws before anything is created when the
    * configuration is wrong. Rejects with XenError `ENOMEM` when the host lacks the memory,
    * `XEN_ERROR_INVAL` when the name is taken.
+   *
+   * On the native backend a disk of `format: 'vhd'` is served by {@link Xen.blockBackend}
+   * in this process, not by libxl (Xen 4.17 has nothing that can snapshot it live): its
+   * image is opened before the domain is built (a missing file rejects with `ENOENT`, one
+   * that is not a VHD with its `VHD_…` code, and no domain is made), and the disk ends with
+   * the domain or when this `Xen` object closes. See docs/blkback.md.
    */
   async create(config: DomainConfig | string, options: CreateOptions = {}): Promise<Domain> {
     let cfg: DomainConfig;

@@ -8,8 +8,8 @@
  * to four queues), prints `XENODE_GUEST ready` on its console, then runs a login prompt
  * there (busybox getty) and prints what dom0 writes to its data/xenode/say, and idles
  * until asked to shut down. So, on this host:
- * - devices: beforeAll puts two raw images on loop devices behind the /srv paths the
- *   device case attaches and creates the bridge xenbr0; the disks and the NIC name the
+ * - devices: beforeAll puts three raw images on loop devices behind the /srv paths the
+ *   device and live snapshot cases attach and creates the bridge xenbr0; the disks and the NIC name the
  *   tier's hotplug program (`hotplugScripts`, scripts/xen/image/dom0-hotplug.c says
  *   why): libxl gives a hotplug script 10 s, and under TCG Xen's bash `block` script
  *   (about fifty processes at about a second each) was killed at that limit
@@ -17,6 +17,12 @@
  *   loop device, its shortest path;
  * - the console: `guest.writeConsole` writes data/xenode/say; what is typed into the
  *   pty (xenconsoled holds its master) reaches getty, which echoes it;
+ * - `guest.diskWrite/diskRead`: the guest's own kernel reads and writes its disk, O_DIRECT
+ *   through blkfront (`xenode-guest-xs disk-io`, scripts/xen/image/guest-xs.c), on a
+ *   request written below its home (`guestDiskIo` here). The live snapshot cases create
+ *   their domain with a VHD disk, which the native backend serves through xenode's block
+ *   backend in this process (Xen 4.17 has no backend of its own that can switch a running
+ *   disk to a VHD child), and snapshot it while the guest writes;
  * - `guest.crash`: a magic SysRq `c` (`xl sysrq D c`). Debian's kernel allows only some
  *   SysRq functions (kernel.sysrq 438, not the crash key), so the guest's command line
  *   carries `sysrq_always_enabled`; its panic reaches Xen as a crash. SysRq `b` and `o`
@@ -24,10 +30,6 @@
  * What it cannot do is declared, with the reason (CI=true: nothing is skipped silently):
  * - the `save and restore` and `migration` groups run in test/xen/migrate.test.ts, in
  *   the other boot (oxenstored), with a live migration of a PVH guest;
- * - `liveSnapshot`: the suite's disks are libxl's, and Xen 4.17 has no backend of its own
- *   that can be repointed at a VHD child, so the suite checks that the native backend
- *   says so (XEN_LIVE_SNAPSHOT_UNSUPPORTED); blkback.test.ts takes live snapshots of a
- *   disk xenode serves itself;
  * - no `assignablePci`: Xen assigns a PCI device only behind an IOMMU, and QEMU's q35
  *   machine gives it none here (xl dmesg: "I/O virtualisation disabled"), nor an SR-IOV
  *   function to bind to pciback.
