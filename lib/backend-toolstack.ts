@@ -31,6 +31,7 @@
  */
 import type { Duplex, Readable, Writable } from 'node:stream';
 import type { DiskConfig, DomainConfig, NicConfig, PciConfig } from './config/domain-config.js';
+import type { VirtualDisk } from './vhd/disk.js';
 
 /**
  * A domain's run state, as `xl list` shows it (`r b p s c d`). A domain that is running
@@ -148,6 +149,36 @@ export interface ToolstackCallOptions {
 }
 
 /**
+ * A disk that xenode's block backend serves to a domain, as a toolstack sees it (the
+ * `ServedDisk` of `xen.blockBackend.serve()` is one).
+ */
+export interface ServedDiskHandle {
+  /** The disk's name in the guest (`xvda`). */
+  readonly vdev: string;
+  /** The image the guest's disk reads and writes now (the child, after a live snapshot). */
+  readonly path: string;
+  /** Whether the guest sees the disk read-only. */
+  readonly readOnly: boolean;
+  /** Resolves once the disk is no longer served, whoever ended it. Never rejects. */
+  readonly closed: Promise<unknown>;
+  /** Detaches the disk and closes its image. Safe to call twice. */
+  close(): Promise<void>;
+}
+
+/**
+ * What a toolstack is lent to serve VHD disks itself, where the host's own backends
+ * cannot (see {@link ToolstackConnection.useDiskServer}): `xen.blockBackend`, in the
+ * process that owns the toolstack connection.
+ */
+export interface DiskServer {
+  /**
+   * Serves the opened image `disk` to domain `domid` as its disk `vdev` (the served disk
+   * owns the image from then on; on a rejection it is the caller's to close).
+   */
+  serve(domid: number, vdev: string, disk: VirtualDisk, options: { readOnly: boolean }): Promise<ServedDiskHandle>;
+}
+
+/**
  * A toolstack session (libxl's `libxl_ctx`). Every domid argument rejects with `ESRCH`
  * when no such domain exists.
  */
@@ -215,6 +246,15 @@ export interface ToolstackConnection {
    * block backend serves the disk: see docs/blkback.md).
    */
   snapshotDisk(domid: number, vdev: string, childPath: string): Promise<DiskSnapshot>;
+  /**
+   * Optional. Lends the connection a {@link DiskServer} (the `Xen` object does so when it
+   * opens the toolstack). A backend whose host cannot serve a VHD disk in a way that can be
+   * snapshotted live then serves each `format: 'vhd'` disk of `createDomain` and
+   * `attachDevice` through it, in this process: the disk is reported by `domainConfig` and
+   * `listDevices`, `snapshotDisk` switches it live, and it ends with the domain. Where
+   * this is absent (the mock host simulates its own), nothing changes.
+   */
+  useDiskServer?(server: DiskServer): void;
   /**
    * Delivers every domain event from now on to `listener` until the returned function is
    * called (calling it twice is harmless). A subscription does not keep the process alive.

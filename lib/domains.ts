@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs';
 import type { Duplex, Readable } from 'node:stream';
 import { Readable as ReadableStream } from 'node:stream';
-import type { DiskSnapshot, DomainEvent, DomainInfo, ToolstackConnection } from './backend-toolstack.js';
+import type { DiskServer, DiskSnapshot, DomainEvent, DomainInfo, ToolstackConnection } from './backend-toolstack.js';
 import type { XenBackend } from './backend.js';
 import type { DomainConfig } from './config/domain-config.js';
 import { validateDomainConfig } from './config/validate.js';
@@ -35,6 +35,8 @@ export class ToolstackSession {
   private closed = false;
   /** Disks this connection serves itself (`xen.blockBackend`): their live snapshots are taken here. */
   servedDisk: ((domid: number, vdev: string) => { snapshot(childPath: string): Promise<DiskSnapshot> } | undefined) | undefined;
+  /** Lent to the toolstack when it opens, for the VHD disks it cannot serve itself. */
+  diskServer: DiskServer | undefined;
 
   constructor(private readonly backend: XenBackend) {}
 
@@ -42,7 +44,10 @@ export class ToolstackSession {
     if (this.closed) return Promise.reject(closedError('xen.domains'));
     // A custom backend written before domains existed fails here, not at connect().
     if (typeof this.backend.openToolstack !== 'function') return Promise.reject(new TypeError(`backend '${this.backend.name}' has no openToolstack(): it offers no domains`));
-    this.opening ??= this.backend.openToolstack();
+    this.opening ??= this.backend.openToolstack().then((ts) => {
+      if (this.diskServer !== undefined) ts.useDiskServer?.(this.diskServer);
+      return ts;
+    });
     // A failed open is retried by the next call rather than remembered.
     this.opening.catch(() => {
       this.opening = undefined;
@@ -102,6 +107,12 @@ export class Domains {
    * {@link validateDomainConfig}. Either throws before anything is created when the
    * configuration is wrong. Rejects with XenError `ENOMEM` when the host lacks the memory,
    * `XEN_ERROR_INVAL` when the name is taken.
+   *
+   * On the native backend a disk of `format: 'vhd'` is served by {@link Xen.blockBackend}
+   * in this process, not by libxl (Xen 4.17 has nothing that can snapshot it live): its
+   * image is opened before the domain is built (a missing file rejects with `ENOENT`, one
+   * that is not a VHD with its `VHD_…` code, and no domain is made), and the disk ends with
+   * the domain or when this `Xen` object closes. See docs/blkback.md.
    */
   async create(config: DomainConfig | string, options: CreateOptions = {}): Promise<Domain> {
     let cfg: DomainConfig;

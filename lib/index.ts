@@ -99,6 +99,8 @@ export type {
   ToolstackCallOptions,
   ToolstackConnection,
   ToolstackBackend,
+  DiskServer,
+  ServedDiskHandle,
 } from './backend-toolstack.js';
 export { connectMockHost } from './mock/remote.js';
 export type { MockTiming } from './mock/domain-sim.js';

@@ -73,6 +73,9 @@ export class Xen {
       },
     });
     this.toolstack.servedDisk = (domid, vdev) => this.blockBackend.find(domid, vdev);
+    // VHD disks of domains this connection creates, where the host's backends cannot serve
+    // them live (the native backend on Xen 4.17), are served here: see docs/blkback.md.
+    this.toolstack.diskServer = { serve: (domid, vdev, disk, { readOnly }) => this.blockBackend.serve(domid, vdev, disk, { readOnly }) };
   }
 
   /** Closes every handle, and the simulated host if `connect` created it. Safe to call twice. */

@@ -5,6 +5,11 @@
  *
  * What libxl alone does not do, this connection does, as `xl` does:
  * - `createDomain` creates the domain paused and unpauses it once it is built.
+ * - With a {@link DiskServer} lent (`useDiskServer`, which `connect()` does), a disk of
+ *   `format: 'vhd'` is not given to libxl (Debian's Xen 4.17 has no tapdisk, and qdisk
+ *   cannot open a differencing VHD) but served by xenode's block backend in this process:
+ *   the image is opened before the domain is built, served while it is still paused, and
+ *   closed when the domain is destroyed (or dies). See docs/blkback.md.
  * - A domain's `on_poweroff` / `on_reboot` / `on_crash` / `on_watchdog` actions are carried
  *   out by the toolstack, not by Xen: `xl create` leaves a daemon per domain for that.
  *   Here the connection that created (or restored) a domain carries them out while it is
@@ -37,12 +42,14 @@ import type {
   DeviceInfo,
   DeviceKind,
   DeviceSpec,
+  DiskServer,
   DiskSnapshot,
   DomainEvent,
   DomainInfo,
   DomainState,
   HostInfo,
   ShutdownReason,
+  ServedDiskHandle,
   ShutdownRequest,
   ToolstackCallOptions,
   ToolstackConnection,
@@ -55,6 +62,7 @@ import { XenError, abortError, closedError } from '../errors.js';
 import { vdevToDevid } from '../mock/devices.js';
 import { BLOCK_BACKEND_TYPE } from '../blkback/block-backend.js';
 import { requestSnapshot } from '../blkback/remote-snapshot.js';
+import { VirtualDisk } from '../vhd/disk.js';
 import type { LibxlConnection, LibxlDomInfo, LibxlJson } from './libxl.js';
 import { SAVE_MAGIC, liveMigrationObstacle, readImageHeader, restoreFrom, resumeIfSuspended, suspendInto } from './migration.js';
 import type { XenCtrl } from './xenctrl.js';
@@ -205,6 +213,11 @@ export class NativeToolstack implements ToolstackConnection {
   private syncing: Promise<void> | undefined;
   private again = false;
   private retry: NodeJS.Timeout | undefined;
+  private diskServer: DiskServer | undefined;
+  /** Disks served through `diskServer`, by domid. */
+  private readonly served = new Map<number, Map<string, ServedDiskHandle>>();
+  /** The vdevs of each created domain's disks in the order of its configuration. */
+  private readonly diskOrder = new Map<number, string[]>();
 
   constructor(
     private readonly libxl: LibxlPort,
@@ -327,7 +340,20 @@ export class NativeToolstack implements ToolstackConnection {
   }
 
   domainConfig(domid: number): Promise<DomainConfig> {
-    return this.run('domain.config', domid, async () => fromLibxlConfig((await this.libxl.domainConfig(domid)) as LibxlDomainConfig));
+    return this.run('domain.config', domid, async () => {
+      const config = fromLibxlConfig((await this.libxl.domainConfig(domid)) as LibxlDomainConfig);
+      const mine = this.served.get(domid);
+      if (mine === undefined || mine.size === 0) return config;
+      // libxl knows nothing of the disks served here: add them, naming the image served now.
+      const served: DiskConfig[] = [...mine.values()].map((h) => ({ target: h.path, vdev: h.vdev, format: 'vhd', ...(h.readOnly ? { access: 'ro' as const } : {}) }));
+      const order = this.diskOrder.get(domid) ?? [];
+      const rank = (d: DiskConfig) => {
+        const i = order.indexOf(d.vdev);
+        return i < 0 ? order.length : i;
+      };
+      config.disks = [...(config.disks ?? []), ...served].map((d, i) => ({ d, i })).sort((a, b) => rank(a.d) - rank(b.d) || a.i - b.i).map(({ d }) => d);
+      return config;
+    });
   }
 
   private async nameTaken(name: string, except?: number): Promise<boolean> {
@@ -338,27 +364,89 @@ export class NativeToolstack implements ToolstackConnection {
     return this.run('domains.create', undefined, async () => {
       const { signal } = options;
       if (signal?.aborted) throw abortError(signal);
+      const own = (config.disks ?? []).filter((d) => this.servesItself(d));
+      const forLibxl: DomainConfig = own.length === 0 ? config : { ...config, disks: (config.disks ?? []).filter((d) => !own.includes(d)) };
       // xl, not libxl, makes up a domain's uuid: without one libxl creates the domain with
       // the nil uuid, dom0's, and nothing could tell the two apart.
-      const json = toLibxlConfig({ ...config, uuid: config.uuid ?? randomUUID() });
+      const json = toLibxlConfig({ ...forLibxl, uuid: config.uuid ?? randomUUID() });
       if (await this.nameTaken(config.name)) throw inval('domains.create', `a domain called '${config.name}' exists already`);
       const free = (await this.xc.physinfo()).freeMemoryKb;
       if (kib(config.memory) > free) throw XenError.fromErrno('ENOMEM', { op: 'domains.create', path: config.name });
       await this.startWatching().catch(() => undefined);
-      const domid = await this.libxl.createDomain(json as LibxlJson, { paused: true });
-      this.managed.set(domid, true);
+      // A missing image or one that is no VHD fails here, before any domain exists.
+      const images = await openImages(own);
+      let domid: number;
       try {
+        domid = await this.libxl.createDomain(json as LibxlJson, { paused: true });
+      } catch (err) {
+        await closeImages(images);
+        throw err;
+      }
+      this.managed.set(domid, true);
+      if (own.length > 0) this.diskOrder.set(domid, (config.disks ?? []).map((d) => d.vdev));
+      try {
+        await this.serveDisks(domid, own, images, signal);
         if (signal?.aborted) throw abortError(signal);
         await this.libxl.unpauseDomain(domid);
       } catch (err) {
         this.managed.delete(domid);
         await this.libxl.destroyDomain(domid).catch(() => undefined);
+        await this.endServed(domid);
         this.kick();
         throw err;
       }
       this.kick();
       return domid;
     });
+  }
+
+  /** See {@link ToolstackConnection.useDiskServer}. */
+  useDiskServer(server: DiskServer): void {
+    this.diskServer = server;
+  }
+
+  /** Whether `disk` is served through the lent {@link DiskServer} rather than by libxl. */
+  private servesItself(disk: DiskConfig): boolean {
+    if (this.diskServer === undefined || disk.format !== 'vhd' || disk.devtype === 'cdrom' || disk.backendType !== undefined) return false;
+    return disk.backendDomain === undefined || disk.backendDomain === '0' || disk.backendDomain === 'Domain-0';
+  }
+
+  /**
+   * Serves each of `disks` (opened as `images`) to the paused domain. Every image is
+   * either handed to a served disk or closed here; the served ones end with the domain.
+   */
+  private async serveDisks(domid: number, disks: readonly DiskConfig[], images: VirtualDisk[], signal?: AbortSignal): Promise<void> {
+    const server = this.diskServer;
+    for (let i = 0; i < disks.length; i++) {
+      const disk = disks[i] as DiskConfig;
+      try {
+        if (server === undefined) throw closedError('domains.create');
+        if (signal?.aborted) throw abortError(signal);
+        this.remember(domid, await server.serve(domid, disk.vdev, images[i] as VirtualDisk, { readOnly: disk.access === 'ro' }));
+      } catch (err) {
+        await closeImages(images.slice(i));
+        throw err;
+      }
+    }
+  }
+
+  private remember(domid: number, handle: ServedDiskHandle): void {
+    let mine = this.served.get(domid);
+    if (mine === undefined) this.served.set(domid, (mine = new Map()));
+    mine.set(handle.vdev, handle);
+    // It ends by itself when the domain dies (xenstored's @releaseDomain) or is detached.
+    void handle.closed.then(() => {
+      if (mine.get(handle.vdev) === handle) mine.delete(handle.vdev);
+      if (mine.size === 0 && this.served.get(domid) === mine) this.served.delete(domid);
+    });
+  }
+
+  /** Stops serving the domain's disks (it is gone, or never ran) and waits until their images are closed. */
+  private async endServed(domid: number): Promise<void> {
+    const mine = this.served.get(domid);
+    this.served.delete(domid);
+    this.diskOrder.delete(domid);
+    if (mine !== undefined) await Promise.allSettled([...mine.values()].map((h) => h.close()));
   }
 
   /**
@@ -403,6 +491,7 @@ export class NativeToolstack implements ToolstackConnection {
     return this.run('domain.destroy', domid, async () => {
       this.notDom0(domid, 'domain.destroy');
       await this.libxl.destroyDomain(domid);
+      await this.endServed(domid);
       this.kick();
     });
   }
@@ -513,8 +602,10 @@ export class NativeToolstack implements ToolstackConnection {
    * 4.17 as Debian ships it has no backend that can do that for a VHD: blktap2 (tapdisk,
    * `tap-ctl pause`/`unpause -a`) is gone from Xen since 4.13, blkback serves block devices
    * only, and QEMU's qdisk cannot open a differencing VHD (qemu's vpc driver ignores
-   * parents). So this rejects with `XEN_LIVE_SNAPSHOT_UNSUPPORTED` once the domain is known
-   * to exist, having changed nothing.
+   * parents). So for a VHD disk that libxl serves this rejects with
+   * `XEN_LIVE_SNAPSHOT_UNSUPPORTED`, having changed nothing; for a disk that is not a VHD
+   * (libxl's `format` is not `vhd`, e.g. a `phy` block device) with `XEN_DISK_NOT_VHD`,
+   * and for no disk `vdev` with `XEN_ERROR_NOTFOUND`, as every backend does.
    */
   snapshotDisk(domid: number, vdev: string, childPath: string): Promise<DiskSnapshot> {
     const op = 'domain.snapshotDisk';
@@ -522,8 +613,9 @@ export class NativeToolstack implements ToolstackConnection {
       await this.existing(domid, op);
       const devid = /^(xvd|hd|sd)[a-z]+\d*$/.test(vdev) ? vdevToDevid(vdev) : undefined;
       const be = devid === undefined ? undefined : await this.xsRead(`/local/domain/${domid}/device/vbd/${devid}/backend`);
+      if (be === undefined) throw new XenError('XEN_ERROR_NOTFOUND', `XEN_ERROR_NOTFOUND: domain ${domid} has no disk ${vdev} (${op})`, { op, domid });
       const { write, rm } = this.xs;
-      if (be !== undefined && be.startsWith(`/local/domain/0/backend/${BLOCK_BACKEND_TYPE}/`) && write && rm) {
+      if (be.startsWith(`/local/domain/0/backend/${BLOCK_BACKEND_TYPE}/`) && write && rm) {
         return requestSnapshot(
           {
             read: (path) => this.xsRead(path),
@@ -535,6 +627,11 @@ export class NativeToolstack implements ToolstackConnection {
           op,
           domid,
         );
+      }
+      const disk = fromLibxlConfig((await this.libxl.domainConfig(domid)) as LibxlDomainConfig).disks?.find((d) => d.vdev === vdev);
+      if (disk?.format !== 'vhd') {
+        const image = disk?.target ?? (await this.xsRead(`${be}/params`)) ?? vdev;
+        throw new XenError('XEN_DISK_NOT_VHD', `XEN_DISK_NOT_VHD: ${image} is not a VHD image: libxl serves ${vdev} as ${disk?.format ?? 'raw'} (${op})`, { op, domid, path: image });
       }
       throw new XenError(
         'XEN_LIVE_SNAPSHOT_UNSUPPORTED',
@@ -567,7 +664,8 @@ export class NativeToolstack implements ToolstackConnection {
       if (device.kind === 'disk') {
         const devid = vdevToDevid(device.disk.vdev);
         if (before.some((d) => d.kind === 'vbd' && d.devid === devid)) throw exists(device.disk.vdev);
-        await this.libxl.addDevice(domid, 'disk', diskToLibxl(device.disk) as LibxlJson);
+        if (this.servesItself(device.disk)) await this.serveDisks(domid, [device.disk], await openImages([device.disk]), options.signal);
+        else await this.libxl.addDevice(domid, 'disk', diskToLibxl(device.disk) as LibxlJson);
         find = (d) => d.kind === 'vbd' && d.devid === devid;
       } else if (device.kind === 'nic') {
         const mac = device.nic.mac?.toLowerCase();
@@ -619,7 +717,9 @@ export class NativeToolstack implements ToolstackConnection {
       if (options.signal?.aborted) throw abortError(options.signal);
       const dev = (await this.listDevices(domid)).find((d) => d.kind === kind && d.devid === devid);
       if (dev === undefined) throw new XenError('XEN_ERROR_NOTFOUND', `XEN_ERROR_NOTFOUND: no ${kind} ${devid} is attached (domain.detachDevice)`, { op: 'domain.detachDevice', domid });
-      if (kind === 'vbd') {
+      const mine = kind === 'vbd' ? [...(this.served.get(domid)?.values() ?? [])].find((h) => vdevToDevid(h.vdev) === devid) : undefined;
+      if (mine !== undefined) await mine.close();
+      else if (kind === 'vbd') {
         // libxl finds the device from its backend as well as its vdev (as xl block-detach
         // fills them in from xenstore): without one it refuses "Unrecognized disk backend type".
         const disk = dev.config as DiskConfig;
@@ -735,11 +835,29 @@ export class NativeToolstack implements ToolstackConnection {
     const action: DomainAction = fromLibxlConfig(json)[field] ?? (reason === 'reboot' ? 'restart' : reason === 'soft_reset' ? 'soft-reset' : 'destroy');
     if (action === 'preserve' || action === 'soft-reset') return;
     this.managed.delete(domid);
+    // The disks served here go with the domain and, on a restart, come back on the image
+    // they serve now (a live snapshot's child).
+    const own = [...(this.served.get(domid)?.values() ?? [])].map((h): DiskConfig => ({ target: h.path, vdev: h.vdev, format: 'vhd', ...(h.readOnly ? { access: 'ro' as const } : {}) }));
+    const order = this.diskOrder.get(domid);
     await this.libxl.destroyDomain(domid);
+    await this.endServed(domid);
     if (action === 'restart' || action === 'rename-restart' || action === 'coredump-restart') {
-      const newDomid = await this.libxl.createDomain(json as LibxlJson, { paused: true });
+      const images = await openImages(own);
+      const newDomid = await this.libxl.createDomain(json as LibxlJson, { paused: true }).catch(async (err: unknown) => {
+        await closeImages(images);
+        throw err;
+      });
       this.managed.set(newDomid, true);
-      await this.libxl.unpauseDomain(newDomid);
+      if (order !== undefined) this.diskOrder.set(newDomid, order);
+      try {
+        await this.serveDisks(newDomid, own, images);
+        await this.libxl.unpauseDomain(newDomid);
+      } catch (err) {
+        this.managed.delete(newDomid);
+        await this.libxl.destroyDomain(newDomid).catch(() => undefined);
+        await this.endServed(newDomid);
+        throw err;
+      }
     }
     this.kick();
   }
@@ -876,6 +994,22 @@ export class NativeToolstack implements ToolstackConnection {
     })();
     return this.closing;
   }
+}
+
+/** Opens each disk's image as a VHD (read-only for an `ro` disk); on a failure closes those opened and rethrows. */
+async function openImages(disks: readonly DiskConfig[]): Promise<VirtualDisk[]> {
+  const images: VirtualDisk[] = [];
+  try {
+    for (const d of disks) images.push(await VirtualDisk.open(d.target, { readOnly: d.access === 'ro' }));
+  } catch (err) {
+    await closeImages(images);
+    throw err;
+  }
+  return images;
+}
+
+async function closeImages(images: readonly VirtualDisk[]): Promise<void> {
+  await Promise.allSettled(images.map((i) => i.close()));
 }
 
 function writeChunk(out: Writable, data: Buffer): Promise<void> {

@@ -425,7 +425,7 @@ export function toolstackConformance(name: string, factory: ToolstackSuiteFactor
         const guest = io as NonNullable<typeof io>;
         const root = await vhd(`bad-${serial}.vhd`);
         const taken = await vhd(`taken-${serial}.vhd`);
-        const dom = await (await open()).domains.create(config({ disks: [{ target: root, vdev: 'xvda', format: 'vhd' }, { target: '/srv/conf-raw.img', vdev: 'xvdb' }] }));
+        const dom = await (await open()).domains.create(config({ disks: [{ target: root, vdev: 'xvda', format: 'vhd' }, { target: '/srv/conf-raw.img', vdev: 'xvdb', ...(factory.hotplugScripts?.disk === undefined ? {} : { script: factory.hotplugScripts.disk }) }] }));
         const files = (await readdir(dir)).sort();
         await expectCode(dom.snapshotDisk('xvdc', `${root}.c`), 'XEN_ERROR_NOTFOUND');
         await expectCode(dom.snapshotDisk('xvdb', `${root}.c`), 'XEN_DISK_NOT_VHD');

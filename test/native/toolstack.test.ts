@@ -7,8 +7,12 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { readSync, writeSync } from 'node:fs';
 import { PassThrough, Writable } from 'node:stream';
-import { describe, expect, it } from 'vitest';
-import type { DomainEvent } from '../../lib/backend-toolstack.js';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { DiskServer, DomainEvent, ServedDiskHandle } from '../../lib/backend-toolstack.js';
+import { VirtualDisk } from '../../lib/vhd/disk.js';
 import { toLibxlConfig } from '../../lib/config/libxl-json.js';
 import { XenError } from '../../lib/errors.js';
 import type { LibxlDomInfo, LibxlJson } from '../../lib/native/libxl.js';
@@ -369,17 +373,129 @@ describe('native toolstack: devices', () => {
     await Promise.all([ts.close(), paused.close()]);
   });
 
-  it('refuses a live disk snapshot, saying why, without touching libxl or the disk', async () => {
+  it("refuses a live snapshot of libxl's disks, saying why, without touching libxl or the disk", async () => {
     const host = new FakeHost();
     const ts = host.toolstack();
-    const domid = await ts.createDomain(cfg);
+    // Without a disk server (none is lent here) a VHD disk is libxl's: qdisk serves it.
+    const domid = await ts.createDomain({ ...cfg, disks: [{ target: '/srv/root.vhd', vdev: 'xvda', format: 'vhd' }, { target: '/dev/vg/data', vdev: 'xvdb' }] });
     host.vbd(domid, 51712, 'xvda', '/srv/root.vhd');
+    host.vbd(domid, 51728, 'xvdb', '/dev/vg/data');
     const before = host.calls.length;
     const err = await ts.snapshotDisk(domid, 'xvda', '/srv/root-1.vhd').catch((e: unknown) => e);
     expect(err).toMatchObject({ code: 'XEN_LIVE_SNAPSHOT_UNSUPPORTED', domid, path: '/srv/root-1.vhd' });
     expect((err as Error).message).toMatch(/blktap2.*qdisk/);
+    await expect(ts.snapshotDisk(domid, 'xvdb', '/srv/data-1.vhd')).rejects.toMatchObject({ code: 'XEN_DISK_NOT_VHD', domid, path: '/dev/vg/data' });
+    await expect(ts.snapshotDisk(domid, 'xvdc', '/srv/c-1.vhd')).rejects.toMatchObject({ code: 'XEN_ERROR_NOTFOUND', domid });
     expect(host.calls.slice(before).filter((c) => c[0] !== 'domainInfo')).toEqual([]);
     await expect(ts.snapshotDisk(99, 'xvda', '/srv/x.vhd')).rejects.toMatchObject({ code: 'ESRCH' });
+  });
+});
+
+/** A DiskServer that records what it is asked and serves nothing: its handles end on close(). */
+class FakeDiskServer implements DiskServer {
+  readonly served: { domid: number; vdev: string; path: string; readOnly: boolean; closed: boolean }[] = [];
+  fail: Error | undefined;
+
+  constructor(private readonly host: FakeHost) {}
+
+  async serve(domid: number, vdev: string, disk: VirtualDisk, options: { readOnly: boolean }): Promise<ServedDiskHandle> {
+    this.host.calls.push(['serve', domid, vdev, disk.path, options.readOnly, this.host.doms.get(domid)?.info.paused]);
+    if (this.fail) throw this.fail;
+    const record = { domid, vdev, path: disk.path, readOnly: options.readOnly, closed: false };
+    this.served.push(record);
+    let end!: (why: string) => void;
+    const closed = new Promise<string>((r) => (end = r));
+    return {
+      vdev,
+      get path() {
+        return record.path;
+      },
+      readOnly: options.readOnly,
+      closed,
+      close: async () => {
+        if (!record.closed) await disk.close();
+        record.closed = true;
+        end('closed');
+      },
+    };
+  }
+}
+
+describe('native toolstack: VHD disks served by xenode', () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'xenode-native-served-'));
+    await (await VirtualDisk.create(join(dir, 'root.vhd'), { size: 8 << 20, type: 'dynamic' })).close();
+    await writeFile(join(dir, 'raw.img'), Buffer.alloc(1 << 20));
+  });
+  afterAll(() => rm(dir, { recursive: true, force: true }));
+
+  const withServer = () => {
+    const host = new FakeHost();
+    const server = new FakeDiskServer(host);
+    const ts = host.toolstack();
+    ts.useDiskServer(server);
+    return { host, server, ts };
+  };
+
+  it('creates the domain paused without the VHD disk, serves it, then unpauses; config and destroy follow', async () => {
+    const { host, server, ts } = withServer();
+    const root = join(dir, 'root.vhd');
+    const domid = await ts.createDomain({ ...cfg, disks: [{ target: root, vdev: 'xvda', format: 'vhd' }, { target: '/dev/vg/data', vdev: 'xvdb' }] });
+    const steps = host.calls.filter((c) => ['create', 'serve', 'unpause'].includes(c[0] as string));
+    expect(steps.map((c) => c[0])).toEqual(['create', 'serve', 'unpause']);
+    // libxl is given only its own disk; the VHD is served while the domain is still paused.
+    expect((steps[0]?.[1] as { disks: { vdev: string }[] }).disks.map((d) => d.vdev)).toEqual(['xvdb']);
+    expect(steps[1]).toEqual(['serve', domid, 'xvda', root, false, true]);
+    const config = await ts.domainConfig(domid);
+    expect(config.disks?.map((d) => [d.vdev, d.target, d.format ?? 'raw'])).toEqual([
+      ['xvda', root, 'vhd'],
+      ['xvdb', '/dev/vg/data', 'raw'],
+    ]);
+    // After a live snapshot the disk is served from the child: the config says so.
+    (server.served[0] as { path: string }).path = join(dir, 'root-1.vhd');
+    expect((await ts.domainConfig(domid)).disks?.[0]?.target).toBe(join(dir, 'root-1.vhd'));
+    await ts.destroy(domid);
+    expect(server.served[0]?.closed).toBe(true);
+  });
+
+  it('fails before building anything for a missing image or one that is no VHD', async () => {
+    const { host, server, ts } = withServer();
+    await expect(ts.createDomain({ ...cfg, disks: [{ target: join(dir, 'none.vhd'), vdev: 'xvda', format: 'vhd' }] })).rejects.toMatchObject({ code: 'ENOENT' });
+    const err = await ts.createDomain({ ...cfg, disks: [{ target: join(dir, 'raw.img'), vdev: 'xvda', format: 'vhd' }] }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(XenError);
+    expect((err as XenError).code).toMatch(/^VHD_/);
+    expect(host.calls.filter((c) => c[0] === 'create')).toEqual([]);
+    expect(server.served).toEqual([]);
+  });
+
+  it('destroys the paused domain when serving fails, and leaves the image closed', async () => {
+    const { host, server, ts } = withServer();
+    server.fail = new XenError('XEN_ERROR_DEVICE_EXISTS', 'XEN_ERROR_DEVICE_EXISTS: taken (blockBackend.serve)', { op: 'blockBackend.serve' });
+    await expect(ts.createDomain({ ...cfg, disks: [{ target: join(dir, 'root.vhd'), vdev: 'xvda', format: 'vhd' }] })).rejects.toMatchObject({ code: 'XEN_ERROR_DEVICE_EXISTS' });
+    expect(host.calls.filter((c) => ['create', 'serve', 'destroy', 'unpause'].includes(c[0] as string)).map((c) => c[0])).toEqual(['create', 'serve', 'destroy']);
+    expect(host.doms.size).toBe(1);
+    // The image was closed: it opens read-write again.
+    await (await VirtualDisk.open(join(dir, 'root.vhd'))).close();
+  });
+
+  it('serves a VHD disk attached at run time, and detaching it ends the service', async () => {
+    const { host, server, ts } = withServer();
+    const domid = await ts.createDomain(cfg);
+    const served = server.serve.bind(server);
+    // The fake server writes the device's nodes as xenode's block backend does.
+    server.serve = async (d, vdev, disk, options) => {
+      const handle = await served(d, vdev, disk, options);
+      host.vbd(d, 51728, vdev, disk.path);
+      return handle;
+    };
+    const dev = await ts.attachDevice(domid, { kind: 'disk', disk: { target: join(dir, 'root.vhd'), vdev: 'xvdb', format: 'vhd', access: 'ro' } });
+    expect(dev).toMatchObject({ kind: 'vbd', devid: 51728, config: { vdev: 'xvdb', target: join(dir, 'root.vhd') } });
+    expect(host.calls.filter((c) => c[0] === 'add')).toEqual([]);
+    expect(server.served[0]).toMatchObject({ vdev: 'xvdb', readOnly: true });
+    await ts.detachDevice(domid, 'vbd', 51728);
+    expect(server.served[0]?.closed).toBe(true);
+    expect(host.calls.filter((c) => c[0] === 'remove')).toEqual([]);
   });
 });
 
