@@ -146,6 +146,12 @@ export interface DiskSnapshot {
 /** Options of the calls that may take long. */
 export interface ToolstackCallOptions {
   signal?: AbortSignal;
+  /**
+   * For `createDomain` and a disk's `attachDevice`: serve the `format: 'vhd'` disks through
+   * the lent {@link DiskServer} (see {@link ToolstackConnection.useDiskServer}) so that they
+   * can be snapshotted live. Ignored by a backend that serves them so already (the mock).
+   */
+  serveVhd?: boolean;
 }
 
 /**
@@ -249,10 +255,10 @@ export interface ToolstackConnection {
   /**
    * Optional. Lends the connection a {@link DiskServer} (the `Xen` object does so when it
    * opens the toolstack). A backend whose host cannot serve a VHD disk in a way that can be
-   * snapshotted live then serves each `format: 'vhd'` disk of `createDomain` and
-   * `attachDevice` through it, in this process: the disk is reported by `domainConfig` and
-   * `listDevices`, `snapshotDisk` switches it live, and it ends with the domain. Where
-   * this is absent (the mock host simulates its own), nothing changes.
+   * snapshotted live then serves each `format: 'vhd'` disk of a `createDomain` or
+   * `attachDevice` called with `serveVhd` through it, in this process: the disk is reported
+   * by `domainConfig` and `listDevices`, `snapshotDisk` switches it live, and it ends with
+   * the domain. Where this is absent (the mock host simulates its own), nothing changes.
    */
   useDiskServer?(server: DiskServer): void;
   /**

@@ -43,6 +43,12 @@ export interface AttachDiskOptions extends DomainCallOptions {
    * `script=`): a path, or a name under /etc/xen/scripts. The toolstack's `block` when absent.
    */
   script?: string;
+  /**
+   * Serve a `format: 'vhd'` disk so that {@link Domain.snapshotDisk} can snapshot it live:
+   * on the native backend xenode serves it itself, in this process (keep the `Xen` object
+   * open while the guest uses it); see {@link CreateOptions.serveVhd}. Default `false`.
+   */
+  serveVhd?: boolean;
 }
 
 /** What {@link Domain.waitFor} waits for: a run state, or `gone` (destroyed). */
@@ -258,7 +264,9 @@ export class Domain {
     }
     if (config.vdev === '') config.vdev = await this.freeVdev();
     if (!/^(xvd|hd|sd)[a-z]+\d*$/.test(config.vdev)) throw new RangeError(`attachDisk: vdev must name a virtual disk (xvdb, hdc, sdb…), got ${JSON.stringify(config.vdev)}`);
-    return this.run((ts, id) => ts.attachDevice(id, { kind: 'disk', disk: config }, options.signal === undefined ? {} : { signal: options.signal }));
+    if (options.serveVhd !== undefined && typeof options.serveVhd !== 'boolean') throw new TypeError('attachDisk: serveVhd must be a boolean');
+    const call = { ...(options.signal === undefined ? {} : { signal: options.signal }), ...(options.serveVhd === true ? { serveVhd: true } : {}) };
+    return this.run((ts, id) => ts.attachDevice(id, { kind: 'disk', disk: config }, call));
   }
 
   private async freeVdev(): Promise<string> {

@@ -17,6 +17,16 @@ export interface CreateOptions {
   signal?: AbortSignal;
   /** For xl.cfg text: the file name its errors mention. */
   filename?: string;
+  /**
+   * Serve the domain's `format: 'vhd'` disks so that {@link Domain.snapshotDisk} can
+   * snapshot them live. On the native backend xenode then serves them itself, through
+   * {@link Xen.blockBackend} in this process, rather than handing them to libxl (Xen 4.17
+   * has no backend that can switch a VHD to its child): keep this `Xen` object open while
+   * the domain runs — closing it, or the process ending, detaches those disks from the
+   * guest. Ignored by `restore()` and by the mock host, whose simulated backend can
+   * always do it. Default `false`. See docs/blkback.md.
+   */
+  serveVhd?: boolean;
 }
 
 /** Options of the event iterators. */
@@ -108,11 +118,22 @@ export class Domains {
    * configuration is wrong. Rejects with XenError `ENOMEM` when the host lacks the memory,
    * `XEN_ERROR_INVAL` when the name is taken.
    *
-   * On the native backend a disk of `format: 'vhd'` is served by {@link Xen.blockBackend}
-   * in this process, not by libxl (Xen 4.17 has nothing that can snapshot it live): its
-   * image is opened before the domain is built (a missing file rejects with `ENOENT`, one
-   * that is not a VHD with its `VHD_…` code, and no domain is made), and the disk ends with
-   * the domain or when this `Xen` object closes. See docs/blkback.md.
+   * With `serveVhd` on the native backend, each disk of `format: 'vhd'` is served by
+   * {@link Xen.blockBackend} in this process, not by libxl (Xen 4.17 has nothing that can
+   * snapshot it live): its image is opened before the domain is built (a missing file
+   * rejects with `ENOENT`, one that is not a VHD with its `VHD_…` code, and no domain is
+   * made), and the disk ends with the domain or when this `Xen` object closes. See
+   * docs/blkback.md.
+   *
+   * @example
+   * ```ts
+   * const dom = await xen.domains.create(
+   *   { name: 'db', type: 'pvh', memory: 1024, vcpus: 2, kernel: '/boot/vmlinuz',
+   *     disks: [{ target: '/srv/vhd/db.vhd', vdev: 'xvda', format: 'vhd' }] },
+   *   { serveVhd: true },
+   * );
+   * const snap = await dom.snapshotDisk('xvda', '/srv/vhd/db-1.vhd'); // the guest keeps running
+   * ```
    */
   async create(config: DomainConfig | string, options: CreateOptions = {}): Promise<Domain> {
     let cfg: DomainConfig;
@@ -123,7 +144,8 @@ export class Domains {
       cfg = config;
     }
     const ts = await this.toolstack();
-    const domid = await ts.createDomain(cfg, options.signal === undefined ? {} : { signal: options.signal });
+    if (options.serveVhd !== undefined && typeof options.serveVhd !== 'boolean') throw new TypeError('domains.create: serveVhd must be a boolean');
+    const domid = await ts.createDomain(cfg, { ...(options.signal === undefined ? {} : { signal: options.signal }), ...(options.serveVhd === true ? { serveVhd: true } : {}) });
     return this.byDomid(domid);
   }
 

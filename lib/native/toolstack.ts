@@ -5,8 +5,8 @@
  *
  * What libxl alone does not do, this connection does, as `xl` does:
  * - `createDomain` creates the domain paused and unpauses it once it is built.
- * - With a {@link DiskServer} lent (`useDiskServer`, which `connect()` does), a disk of
- *   `format: 'vhd'` is not given to libxl (Debian's Xen 4.17 has no tapdisk, and qdisk
+ * - With a {@link DiskServer} lent (`useDiskServer`, which `connect()` does) and the call's
+ *   `serveVhd` option, a disk of `format: 'vhd'` is not given to libxl (Debian's Xen 4.17 has no tapdisk, and qdisk
  *   cannot open a differencing VHD) but served by xenode's block backend in this process:
  *   the image is opened before the domain is built, served while it is still paused, and
  *   closed when the domain is destroyed (or dies). See docs/blkback.md.
@@ -364,7 +364,7 @@ export class NativeToolstack implements ToolstackConnection {
     return this.run('domains.create', undefined, async () => {
       const { signal } = options;
       if (signal?.aborted) throw abortError(signal);
-      const own = (config.disks ?? []).filter((d) => this.servesItself(d));
+      const own = options.serveVhd === true ? (config.disks ?? []).filter((d) => this.servesItself(d)) : [];
       const forLibxl: DomainConfig = own.length === 0 ? config : { ...config, disks: (config.disks ?? []).filter((d) => !own.includes(d)) };
       // xl, not libxl, makes up a domain's uuid: without one libxl creates the domain with
       // the nil uuid, dom0's, and nothing could tell the two apart.
@@ -635,7 +635,7 @@ export class NativeToolstack implements ToolstackConnection {
       }
       throw new XenError(
         'XEN_LIVE_SNAPSHOT_UNSUPPORTED',
-        `XEN_LIVE_SNAPSHOT_UNSUPPORTED: cannot snapshot ${vdev} into ${childPath} live: Xen 4.17 has no blktap2, and qdisk cannot open a differencing VHD, so no backend can be switched to the child; serve the disk with xen.blockBackend (xenode blkback serve) instead (${op})`,
+        `XEN_LIVE_SNAPSHOT_UNSUPPORTED: cannot snapshot ${vdev} into ${childPath} live: Xen 4.17 has no blktap2, and qdisk cannot open a differencing VHD, so no backend can be switched to the child; create the domain (or attach the disk) with { serveVhd: true }, or serve it with xen.blockBackend (xenode blkback serve), instead (${op})`,
         { op, domid, path: childPath },
       );
     });
@@ -664,7 +664,7 @@ export class NativeToolstack implements ToolstackConnection {
       if (device.kind === 'disk') {
         const devid = vdevToDevid(device.disk.vdev);
         if (before.some((d) => d.kind === 'vbd' && d.devid === devid)) throw exists(device.disk.vdev);
-        if (this.servesItself(device.disk)) await this.serveDisks(domid, [device.disk], await openImages([device.disk]), options.signal);
+        if (options.serveVhd === true && this.servesItself(device.disk)) await this.serveDisks(domid, [device.disk], await openImages([device.disk]), options.signal);
         else await this.libxl.addDevice(domid, 'disk', diskToLibxl(device.disk) as LibxlJson);
         find = (d) => d.kind === 'vbd' && d.devid === devid;
       } else if (device.kind === 'nic') {

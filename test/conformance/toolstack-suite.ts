@@ -401,7 +401,7 @@ export function toolstackConformance(name: string, factory: ToolstackSuiteFactor
       it.skipIf(!live || io === undefined)('snapshots a running VHD disk: earlier writes in the parent, later in the child', async () => {
         const guest = io as NonNullable<typeof io>;
         const root = await vhd(`root-${serial}.vhd`);
-        const dom = await (await open()).domains.create(config({ disks: [{ target: root, vdev: 'xvda', format: 'vhd' }] }));
+        const dom = await (await open()).domains.create(config({ disks: [{ target: root, vdev: 'xvda', format: 'vhd' }] }), { serveVhd: true });
         await guest.diskWrite(dom.domid, 'xvda', 4096, Buffer.from('parent data'));
         const pending = guest.diskWrite(dom.domid, 'xvda', 3 * MiB, Buffer.alloc(8192, 'p'));
         const snap = await dom.snapshotDisk('xvda', `${root}.child`);
@@ -425,7 +425,10 @@ export function toolstackConformance(name: string, factory: ToolstackSuiteFactor
         const guest = io as NonNullable<typeof io>;
         const root = await vhd(`bad-${serial}.vhd`);
         const taken = await vhd(`taken-${serial}.vhd`);
-        const dom = await (await open()).domains.create(config({ disks: [{ target: root, vdev: 'xvda', format: 'vhd' }, { target: '/srv/conf-raw.img', vdev: 'xvdb', ...(factory.hotplugScripts?.disk === undefined ? {} : { script: factory.hotplugScripts.disk }) }] }));
+        const dom = await (await open()).domains.create(
+          config({ disks: [{ target: root, vdev: 'xvda', format: 'vhd' }, { target: '/srv/conf-raw.img', vdev: 'xvdb', ...(factory.hotplugScripts?.disk === undefined ? {} : { script: factory.hotplugScripts.disk }) }] }),
+          { serveVhd: true },
+        );
         const files = (await readdir(dir)).sort();
         await expectCode(dom.snapshotDisk('xvdc', `${root}.c`), 'XEN_ERROR_NOTFOUND');
         await expectCode(dom.snapshotDisk('xvdb', `${root}.c`), 'XEN_DISK_NOT_VHD');

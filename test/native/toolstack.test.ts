@@ -441,7 +441,7 @@ describe('native toolstack: VHD disks served by xenode', () => {
   it('creates the domain paused without the VHD disk, serves it, then unpauses; config and destroy follow', async () => {
     const { host, server, ts } = withServer();
     const root = join(dir, 'root.vhd');
-    const domid = await ts.createDomain({ ...cfg, disks: [{ target: root, vdev: 'xvda', format: 'vhd' }, { target: '/dev/vg/data', vdev: 'xvdb' }] });
+    const domid = await ts.createDomain({ ...cfg, disks: [{ target: root, vdev: 'xvda', format: 'vhd' }, { target: '/dev/vg/data', vdev: 'xvdb' }] }, { serveVhd: true });
     const steps = host.calls.filter((c) => ['create', 'serve', 'unpause'].includes(c[0] as string));
     expect(steps.map((c) => c[0])).toEqual(['create', 'serve', 'unpause']);
     // libxl is given only its own disk; the VHD is served while the domain is still paused.
@@ -459,10 +459,21 @@ describe('native toolstack: VHD disks served by xenode', () => {
     expect(server.served[0]?.closed).toBe(true);
   });
 
+  it('hands VHD disks to libxl unless the call asks for serveVhd', async () => {
+    const { host, server, ts } = withServer();
+    const root = join(dir, 'root.vhd');
+    const domid = await ts.createDomain({ ...cfg, disks: [{ target: root, vdev: 'xvda', format: 'vhd' }] });
+    const created = host.calls.find((c) => c[0] === 'create')?.[1] as { disks: { pdev_path: string; format: string }[] };
+    expect(created.disks).toMatchObject([{ pdev_path: root, format: 'vhd' }]);
+    await ts.attachDevice(domid, { kind: 'disk', disk: { target: root, vdev: 'xvdb', format: 'vhd' } });
+    expect(host.calls.filter((c) => c[0] === 'add')).toMatchObject([['add', domid, 'disk', { pdev_path: root, vdev: 'xvdb', format: 'vhd' }]]);
+    expect(server.served).toEqual([]);
+  });
+
   it('fails before building anything for a missing image or one that is no VHD', async () => {
     const { host, server, ts } = withServer();
-    await expect(ts.createDomain({ ...cfg, disks: [{ target: join(dir, 'none.vhd'), vdev: 'xvda', format: 'vhd' }] })).rejects.toMatchObject({ code: 'ENOENT' });
-    const err = await ts.createDomain({ ...cfg, disks: [{ target: join(dir, 'raw.img'), vdev: 'xvda', format: 'vhd' }] }).catch((e: unknown) => e);
+    await expect(ts.createDomain({ ...cfg, disks: [{ target: join(dir, 'none.vhd'), vdev: 'xvda', format: 'vhd' }] }, { serveVhd: true })).rejects.toMatchObject({ code: 'ENOENT' });
+    const err = await ts.createDomain({ ...cfg, disks: [{ target: join(dir, 'raw.img'), vdev: 'xvda', format: 'vhd' }] }, { serveVhd: true }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(XenError);
     expect((err as XenError).code).toMatch(/^VHD_/);
     expect(host.calls.filter((c) => c[0] === 'create')).toEqual([]);
@@ -472,7 +483,7 @@ describe('native toolstack: VHD disks served by xenode', () => {
   it('destroys the paused domain when serving fails, and leaves the image closed', async () => {
     const { host, server, ts } = withServer();
     server.fail = new XenError('XEN_ERROR_DEVICE_EXISTS', 'XEN_ERROR_DEVICE_EXISTS: taken (blockBackend.serve)', { op: 'blockBackend.serve' });
-    await expect(ts.createDomain({ ...cfg, disks: [{ target: join(dir, 'root.vhd'), vdev: 'xvda', format: 'vhd' }] })).rejects.toMatchObject({ code: 'XEN_ERROR_DEVICE_EXISTS' });
+    await expect(ts.createDomain({ ...cfg, disks: [{ target: join(dir, 'root.vhd'), vdev: 'xvda', format: 'vhd' }] }, { serveVhd: true })).rejects.toMatchObject({ code: 'XEN_ERROR_DEVICE_EXISTS' });
     expect(host.calls.filter((c) => ['create', 'serve', 'destroy', 'unpause'].includes(c[0] as string)).map((c) => c[0])).toEqual(['create', 'serve', 'destroy']);
     expect(host.doms.size).toBe(1);
     // The image was closed: it opens read-write again.
@@ -489,7 +500,7 @@ describe('native toolstack: VHD disks served by xenode', () => {
       host.vbd(d, 51728, vdev, disk.path);
       return handle;
     };
-    const dev = await ts.attachDevice(domid, { kind: 'disk', disk: { target: join(dir, 'root.vhd'), vdev: 'xvdb', format: 'vhd', access: 'ro' } });
+    const dev = await ts.attachDevice(domid, { kind: 'disk', disk: { target: join(dir, 'root.vhd'), vdev: 'xvdb', format: 'vhd', access: 'ro' } }, { serveVhd: true });
     expect(dev).toMatchObject({ kind: 'vbd', devid: 51728, config: { vdev: 'xvdb', target: join(dir, 'root.vhd') } });
     expect(host.calls.filter((c) => c[0] === 'add')).toEqual([]);
     expect(server.served[0]).toMatchObject({ vdev: 'xvdb', readOnly: true });

@@ -252,6 +252,18 @@ describe('Domain.snapshotDisk on the mock host', () => {
       await expectUnchanged(dom, root, files);
     });
 
+    it('serveVhd that is not a boolean, before anything is made', async () => {
+      const root = await newVhd('opt-root.vhd');
+      const cfg = { name: 'opt', type: 'pvh' as const, kernel: '/boot/vmlinuz', memory: 64, vcpus: 1, disks: [{ target: root, vdev: 'xvda', format: 'vhd' as const }] };
+      await expect(xen.domains.create(cfg, { serveVhd: 'yes' as unknown as boolean })).rejects.toThrow(TypeError);
+      expect((await xen.domains.list()).map((d) => d.name)).toEqual(['Domain-0']);
+      // the mock's simulated backend snapshots any VHD disk: the option changes nothing there
+      const dom = await xen.domains.create(cfg, { serveVhd: true });
+      await expect(dom.attachDisk(await newVhd('opt-data.vhd'), { serveVhd: 1 as unknown as boolean })).rejects.toThrow(TypeError);
+      expect((await dom.listDevices()).map((d) => d.devid)).toEqual([51712]);
+      await dom.snapshotDisk('xvda', join(dir, 'opt-child.vhd'));
+    });
+
     it('a child path that exists, or whose directory does not', async () => {
       const { dom, root } = await withRoot();
       const taken = await newVhd('taken.vhd');
