@@ -5,7 +5,7 @@
 # (the host's run folder): vitest.json (the verdict), vitest.log, and Xen's logs.
 out=/mnt/out
 . $out/dom0.env
-export XENODE_SRC XENODE_XENSTORED XENODE_VITEST_ARGS
+export XENODE_SRC XENODE_XENSTORED XENODE_VITEST_ARGS XENODE_VITEST_MODULES
 say() { echo "XENODE: $*"; }
 uptime() { cut -d' ' -f1 /proc/uptime; }
 
@@ -34,8 +34,11 @@ say "xen services started (rc=$rc, $XENSTORED), uptime $(uptime)s, capabilities 
 
 cd "$XENODE_SRC" || exit 1
 export XENODE_XEN_TIER=1 XENODE_BACKEND=native CI=true NO_COLOR=1
+# the modules the host transformed already (run.mjs warmModuleCache), when it could
+cache=
+[ -n "$XENODE_VITEST_MODULES" ] && cache="--experimental.fsModuleCache --experimental.fsModuleCachePath=$XENODE_VITEST_MODULES"
 # shellcheck disable=SC2086
-node node_modules/vitest/vitest.mjs run --config vitest.xen.config.ts \
+node node_modules/vitest/vitest.mjs run --config vitest.xen.config.ts $cache \
   --reporter=verbose --reporter=json --outputFile.json=$out/vitest.json $XENODE_VITEST_ARGS 2>&1 |
   tee $out/vitest.log | sed 's/^/XENODE: | /'
 say "vitest done, uptime $(uptime)s"
