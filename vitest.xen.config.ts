@@ -13,9 +13,9 @@ import { defineConfig } from 'vitest/config';
  * The rest drives libxl, the hypervisor and the kernel's devices rather than xenstored,
  * so each file runs in one boot only: the toolstack suite (its libxl traffic covers
  * libxl with the C xenstored) in the C xenstored boot; libxl.test.ts, the handles' life
- * cycles, event channels and grant tables, Remus, xenode's block backend and
- * migrate.test.ts (the suite's save/restore group and a PVH live migration) with
- * oxenstored.
+ * cycles, event channels and grant tables, Remus, xenode's block backend, the suite's
+ * live snapshot group (live-snapshot.test.ts) and migrate.test.ts (the suite's
+ * save/restore and migration groups and a PVH live migration) with oxenstored.
  */
 const onlyIn: Record<string, string> = {
   'test/xen/toolstack.test.ts': 'xenstored',
@@ -27,6 +27,8 @@ const onlyIn: Record<string, string> = {
   // One guest boot serving a VHD through xenode's own block backend.
   'test/xen/blkback.test.ts': 'oxenstored',
   'test/xen/migrate.test.ts': 'oxenstored',
+  // The toolstack suite's live snapshot group (two guests, ~2.5 min): the C boot has the rest.
+  'test/xen/live-snapshot.test.ts': 'oxenstored',
 };
 const xenstored = process.env.XENODE_XENSTORED;
 const elsewhere = xenstored ? Object.keys(onlyIn).filter((file) => onlyIn[file] !== xenstored) : [];

@@ -127,12 +127,25 @@ export class Domains {
    *
    * @example
    * ```ts
+   * import { mkdtemp, rm } from 'node:fs/promises';
+   * import { tmpdir } from 'node:os';
+   * import { join } from 'node:path';
+   * import { VirtualDisk, connect } from 'xenode';
+   *
+   * const dir = await mkdtemp(join(tmpdir(), 'xenode-db-'));
+   * const root = join(dir, 'db.vhd');
+   * await (await VirtualDisk.create(root, { size: 64 * 2 ** 20, type: 'dynamic' })).close();
+   * const xen = await connect({ backend: 'mock' });   // on a Xen host: connect()
    * const dom = await xen.domains.create(
    *   { name: 'db', type: 'pvh', memory: 1024, vcpus: 2, kernel: '/boot/vmlinuz',
-   *     disks: [{ target: '/srv/vhd/db.vhd', vdev: 'xvda', format: 'vhd' }] },
-   *   { serveVhd: true },
+   *     disks: [{ target: root, vdev: 'xvda', format: 'vhd' }] },
+   *   { serveVhd: true },                            // keep `xen` open while it runs
    * );
-   * const snap = await dom.snapshotDisk('xvda', '/srv/vhd/db-1.vhd'); // the guest keeps running
+   * const snap = await dom.snapshotDisk('xvda', join(dir, 'db-1.vhd')); // the guest keeps running
+   * console.log(snap.child === join(dir, 'db-1.vhd'));                 // true
+   * await dom.destroy();
+   * await xen.close();
+   * await rm(dir, { recursive: true });
    * ```
    */
   async create(config: DomainConfig | string, options: CreateOptions = {}): Promise<Domain> {

@@ -21,6 +21,7 @@ case "$XENODE_XENSTORED" in
   xenstored) XENSTORED=$bin/xenstored ;;
 esac
 rc=0
+{
 modprobe -a xenfs xen-evtchn xen-gntdev xen-gntalloc xen-blkback xen-netback || { say "modprobe failed"; rc=1; }
 [ -e /proc/xen/capabilities ] || mount -t xenfs xenfs /proc/xen || rc=1
 mkdir -p /run/xenstored && mkdir -p -m 700 /run/xen
@@ -30,6 +31,7 @@ n=0
 while [ ! -S /run/xenstored/socket ] && [ $n -lt 150 ]; do sleep 0.2; n=$((n + 1)); done
 $bin/xen-init-dom0 >/dev/null || rc=1
 $bin/xenconsoled --log=guest --pid-file /run/xenconsoled.pid || rc=1
+} >$out/xen-start.log 2>&1
 say "xen services started (rc=$rc, $XENSTORED), uptime $(uptime)s, capabilities $(cat /proc/xen/capabilities)"
 
 cd "$XENODE_SRC" || exit 1
