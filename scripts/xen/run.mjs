@@ -69,6 +69,7 @@ function missingTools() {
     ['cpio', 'cpio'],
     ['gcc', 'build-essential'],
     ['timeout', 'coreutils'],
+    ['xz', 'xz-utils'],
   ]) {
     if (!has(cmd)) missing.push(`${cmd}: apt-get install -y ${pkg}`);
   }

@@ -24,7 +24,7 @@ export const xenstored = (process.env.XENODE_XENSTORED ?? '') as 'oxenstored' | 
  * console, then idles until it is shut down or destroyed. 128 MB, one vcpu, PV.
  */
 export const guest = {
-  kernel: '/opt/xenode/guest/vmlinuz',
+  kernel: '/opt/xenode/guest/vmlinux',
   ramdisk: '/opt/xenode/guest/initramfs.cpio.gz',
   /** A complete xl.cfg for it (name `xenode-guest`). */
   config: '/opt/xenode/guest/guest.cfg',
