@@ -36,9 +36,16 @@ say "xen services started (rc=$rc, $XENSTORED), uptime $(uptime)s, capabilities 
 
 cd "$XENODE_SRC" || exit 1
 export XENODE_XEN_TIER=1 XENODE_BACKEND=native CI=true NO_COLOR=1
-# the modules the host transformed already (run.mjs warmModuleCache), when it could
+# the modules the host transforms while dom0 boots (run.mjs warmModuleCache): wait for
+# them (two minutes at most), and use them if the host could warm them
 cache=
-[ -n "$XENODE_VITEST_MODULES" ] && cache="--experimental.fsModuleCache --experimental.fsModuleCachePath=$XENODE_VITEST_MODULES"
+n=0
+while [ ! -e $out/modules.done ] && [ $n -lt 240 ]; do sleep 0.5; n=$((n + 1)); done
+if [ "$(cat $out/modules.done 2>/dev/null)" = warm ]; then
+  cache="--experimental.fsModuleCache --experimental.fsModuleCachePath=$XENODE_VITEST_MODULES"
+else
+  say "running without the host's transforms ($(cat $out/modules.done 2>/dev/null || echo 'none after 120 s'))"
+fi
 # shellcheck disable=SC2086
 node node_modules/vitest/vitest.mjs run --config vitest.xen.config.ts $cache \
   --reporter=verbose --reporter=json --outputFile.json=$out/vitest.json $XENODE_VITEST_ARGS 2>&1 |

@@ -98,17 +98,18 @@ function buildImage() {
 /**
  * Transforms the tier's TypeScript on the host, into vitest's module cache
  * (experimental.fsModuleCache): `vitest list` imports every test file and what it imports,
- * in about 10 s here, where dom0 under TCG spends a minute and more per boot on the same
- * transforms. Each boot gets its own copy in its writable share (the checkout is shared
- * read-only), so the two never write one file. Resolves with the warm folder, or undefined
- * when warming failed: the boots then transform as before, only slower.
+ * in 10-20 s here, where dom0 under TCG spends a minute and more per boot on the same
+ * transforms. It runs while the boots start (dom0 waits for it before vitest, see
+ * {@link boot}). Resolves with the warm folder, or undefined when warming failed or took
+ * over two minutes: the boots then transform as before, only slower.
  */
 function warmModuleCache() {
   const warm = join(cache, `vitest-modules-${process.pid}`);
   rmSync(warm, { recursive: true, force: true });
+  const started = Date.now();
   return new Promise((done) => {
     const args = [join(root, 'node_modules', 'vitest', 'vitest.mjs'), 'list', '--config', 'vitest.xen.config.ts', '--experimental.fsModuleCache', `--experimental.fsModuleCachePath=${warm}`];
-    const p = spawn(process.execPath, args, { cwd: root, env: { ...process.env, XENODE_XEN_TIER: '1', XENODE_XENSTORED: '' }, stdio: ['ignore', 'ignore', 'pipe'] });
+    const p = spawn(process.execPath, args, { cwd: root, env: { ...process.env, XENODE_XEN_TIER: '1', XENODE_XENSTORED: '' }, stdio: ['ignore', 'ignore', 'pipe'], timeout: 120_000 });
     let err = '';
     p.stderr.on('data', (d) => (err += d));
     p.on('error', (e) => {
@@ -116,7 +117,10 @@ function warmModuleCache() {
       done(undefined);
     });
     p.on('exit', (code) => {
-      if (code === 0 && existsSync(warm)) return done(warm);
+      if (code === 0 && existsSync(warm)) {
+        say(`vitest's module cache warmed after ${((Date.now() - started) / 1000).toFixed(1)}s`);
+        return done(warm);
+      }
       console.warn(`[test:xen] not warming vitest's module cache (vitest list exited ${code}):\n${err.slice(-2000)}`);
       done(undefined);
     });
@@ -159,16 +163,28 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
 }
 
 /** Boots once with `xenstored`; resolves with { dir, serial, wall, timedOut, qemuStatus }. */
-function boot(image, xenstored, vitestArgs, modules) {
+/**
+ * Once `warming` ends, gives the boot its own copy of the warm module cache in its writable
+ * share (the checkout is shared read-only; one copy per boot, so the two boots never write
+ * one file), then writes `modules.done` (`warm`, or `none`), which dom0-run.sh waits for.
+ */
+function shareModules(warming, share) {
+  warming
+    .then((warm) => {
+      if (warm !== undefined) cpSync(warm, join(share, 'modules'), { recursive: true });
+      return warm === undefined ? 'none' : 'warm';
+    })
+    .catch(() => 'none')
+    .then((state) => writeFileSync(join(share, 'modules.done'), `${state}\n`));
+}
+
+function boot(image, xenstored, vitestArgs, warming) {
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   const dir = join(cache, 'runs', `${stamp}-${xenstored}`);
   const share = join(dir, 'out');
   mkdirSync(share, { recursive: true });
-  const env = { XENODE_SRC: root, XENODE_XENSTORED: xenstored, XENODE_VITEST_ARGS: vitestArgs.join(' ') };
-  if (modules !== undefined) {
-    cpSync(modules, join(share, 'modules'), { recursive: true });
-    env.XENODE_VITEST_MODULES = '/mnt/out/modules';
-  }
+  const env = { XENODE_SRC: root, XENODE_XENSTORED: xenstored, XENODE_VITEST_ARGS: vitestArgs.join(' '), XENODE_VITEST_MODULES: '/mnt/out/modules' };
+  shareModules(warming, share);
   writeFileSync(join(share, 'dom0.env'), Object.entries(env).map(([k, v]) => `${k}='${v}'\n`).join(''));
   const nodeDir = dirname(realpathSync(process.execPath));
   const serial = join(dir, 'serial.log');
@@ -287,14 +303,15 @@ async function main() {
     return 0;
   }
   const t0 = Date.now();
-  const [image, modules] = await Promise.all([buildImage(), warmModuleCache()]);
-  say(`image ${image} ready after ${((Date.now() - t0) / 1000).toFixed(1)}s${modules === undefined ? '' : ", vitest's module cache warmed"}`);
+  const warming = warmModuleCache();
+  const image = await buildImage();
+  say(`image ${image} ready after ${((Date.now() - t0) / 1000).toFixed(1)}s`);
   // The boots are independent machines: run them side by side unless asked not to.
   const parallel = process.env.XENODE_XEN_SERIAL !== '1';
   say(`booting Xen 4.17 with ${chosen.join(' and ')}${parallel && chosen.length > 1 ? ', side by side' : ''} (timeout ${timeoutSeconds}s each)`);
   const results = [];
-  if (parallel) results.push(...(await Promise.all(chosen.map((xs) => boot(image, xs, vitestArgs, modules)))));
-  else for (const xs of chosen) results.push(await boot(image, xs, vitestArgs, modules));
+  if (parallel) results.push(...(await Promise.all(chosen.map((xs) => boot(image, xs, vitestArgs, warming)))));
+  else for (const xs of chosen) results.push(await boot(image, xs, vitestArgs, warming));
   let allOk = true;
   const totals = [];
   chosen.forEach((xs, i) => {
@@ -304,7 +321,8 @@ async function main() {
     totals.push(`${xs}: ${r.ok ? 'PASS' : 'FAIL'} (${r.passed} passed, ${r.failed} failed${r.skipped ? `, ${r.skipped} skipped` : ''}, boot ${result.wall.toFixed(0)}s)`);
     allOk &&= r.ok;
   });
-  if (modules !== undefined) rmSync(modules, { recursive: true, force: true });
+  const warm = await warming;
+  if (warm !== undefined) rmSync(warm, { recursive: true, force: true });
   pruneRuns();
   console.log(`\n${allOk ? green('Real-Xen tier passed') : red('Real-Xen tier failed')}: ${totals.join('; ')}; total ${((Date.now() - t0) / 1000).toFixed(0)}s`);
   return allOk ? 0 : 1;
