@@ -142,6 +142,7 @@ const errnoText: Record<string, string> = {
   EISCONN: 'already connected',
   E2BIG: 'reply too large',
   EPERM: 'operation not permitted',
+  EQUOTA: 'quota exceeded',
   ESRCH: 'no such domain',
   ENOTCONN: 'port not bound by this handle',
 };

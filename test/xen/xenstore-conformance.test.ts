@@ -10,9 +10,13 @@
  * transport, is checked at the end.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { once } from 'node:events';
+import { readdir, readFile, readlink, writeFile } from 'node:fs/promises';
+import { createConnection, type Socket } from 'node:net';
 import type { XenBackend, XenStoreConnection } from '../../lib/backend.js';
 import { createNativeBackend } from '../../lib/native/backend.js';
 import { connectXenStore } from '../../lib/xenstore/client.js';
+import { encodeMessage, FrameDecoder, strings, XsType } from '../../lib/xenstore/wire.js';
 import type { XenStoreQuota } from '../../lib/xenstore/quota.js';
 import { run } from '../helpers/run.js';
 import { xenStoreConformance, type XenStoreSuiteFactory } from '../conformance/xenstore-suite.js';
@@ -30,6 +34,8 @@ beforeAll(async () => {
 }, 600_000);
 
 afterAll(async () => {
+  // a quota case that failed before its cleanup ran must not leave oxenstored limited
+  await restoreOxenstored?.();
   await Promise.all(relays.map((g) => g.destroy()));
 });
 
@@ -78,9 +84,21 @@ abstract class RealXenFactory implements XenStoreSuiteFactory {
    * unprivileged domain at once. A real guest already owns nodes (its devices, its
    * console) and its kernel holds watches, so the quotas set are the ones asked for plus
    * what the first guest holds beyond its home; cleanup() puts the old ones back.
-   * oxenstored takes its quotas from oxenstored.conf when it starts, so it has none.
+   * oxenstored reads its quotas from oxenstored.conf when it starts: the factory writes
+   * them there and has the daemon re-execute itself (a live update), and does both again
+   * with the old file in cleanup().
    */
-  readonly withQuota = xenstored === 'xenstored' ? (quota: Partial<XenStoreQuota>) => withRuntimeQuota(this, quota) : undefined;
+  readonly withQuota = (quota: Partial<XenStoreQuota>): Promise<XenStoreSuiteFactory> =>
+    xenstored === 'xenstored' ? withRuntimeQuota(this, quota) : withLiveUpdateQuota(this, quota);
+
+  /**
+   * oxenstored's own answers past a quota (measured on Xen 4.17): EQUOTA for nodes and
+   * transactions, E2BIG for a value too large; a watch past the quota is EQUOTA too, which
+   * the guest kernel's xenbus turns into EINVAL (its table of xenstored's error names has
+   * no EQUOTA), and that is what a program in the guest sees. It has no quota on
+   * permission entries.
+   */
+  readonly quotaErrors = xenstored === 'oxenstored' ? ({ nodes: 'EQUOTA', nodeSize: 'E2BIG', transactions: 'EQUOTA', watches: 'EINVAL', permissions: null } as const) : undefined;
 
   abstract cleanup(): Promise<void>;
 }
@@ -111,17 +129,28 @@ const quotaNames: Record<keyof XenStoreQuota, string> = {
   permissions: 'permissions',
 };
 
-async function withRuntimeQuota(base: RealXenFactory, quota: Partial<XenStoreQuota>): Promise<XenStoreSuiteFactory> {
-  const domid = base.guests[0] as number;
+/** Leaves the first guest's home as the suite's guest() does: owned by it, no conformance/ nodes. */
+async function resetHome(domid: number): Promise<void> {
   const home = `/local/domain/${domid}`;
   const dom0 = await connectXenStore(socket);
   try {
-    // as the suite's guest() leaves the home: owned by the guest, no conformance/ nodes
     await dom0.setPermissions(0, home, [{ domid, read: false, write: false }]);
     await dom0.rm(0, `${home}/conformance`);
   } finally {
     await dom0.close();
   }
+}
+
+/** The factory `base` with `cleanup` replaced. */
+function limitedFactory(base: RealXenFactory, cleanup: () => Promise<void>): XenStoreSuiteFactory {
+  const limited = Object.create(base) as RealXenFactory;
+  Object.defineProperty(limited, 'cleanup', { value: cleanup });
+  return limited;
+}
+
+async function withRuntimeQuota(base: RealXenFactory, quota: Partial<XenStoreQuota>): Promise<XenStoreSuiteFactory> {
+  const domid = base.guests[0] as number;
+  await resetHome(domid);
   const before = await quotaLines([]);
   const held = await quotaLines([String(domid)]);
   const extra: Partial<Record<keyof XenStoreQuota, number>> = {
@@ -132,16 +161,212 @@ async function withRuntimeQuota(base: RealXenFactory, quota: Partial<XenStoreQuo
   for (const [key, value] of Object.entries(quota) as [keyof XenStoreQuota, number][]) {
     await xenstoreControl(['quota', 'set', quotaNames[key], String(value + (extra[key] ?? 0))]);
   }
-  const limited = Object.create(base) as RealXenFactory;
-  Object.defineProperty(limited, 'cleanup', {
-    value: async () => {
-      for (const key of Object.keys(quota) as (keyof XenStoreQuota)[]) {
-        const old = before.get(quotaNames[key]);
-        if (old !== undefined) await xenstoreControl(['quota', 'set', quotaNames[key], String(old)]);
-      }
-    },
+  return limitedFactory(base, async () => {
+    for (const key of Object.keys(quota) as (keyof XenStoreQuota)[]) {
+      const old = before.get(quotaNames[key]);
+      if (old !== undefined) await xenstoreControl(['quota', 'set', quotaNames[key], String(old)]);
+    }
   });
-  return limited;
+}
+
+const oxenstoredConf = '/etc/xen/oxenstored.conf';
+
+/** The oxenstored.conf keys of the quotas oxenstored has (none limits permission entries). */
+const oxenstoredKeys: Partial<Record<keyof XenStoreQuota, string>> = {
+  nodes: 'quota-maxentity',
+  nodeSize: 'quota-maxsize',
+  watches: 'quota-maxwatch',
+  transactions: 'quota-transaction',
+};
+
+/** The `key = value` line of oxenstored.conf's text, as a pattern. */
+const confLine = (key: string): RegExp => new RegExp(`^[ \\t]*${key}[ \\t]*=[ \\t]*(-?\\d+)[ \\t]*$`, 'm');
+
+/** The number `key` is set to in oxenstored.conf's text, if it is. */
+function confValue(text: string, key: string): number | undefined {
+  const m = confLine(key).exec(text);
+  return m ? Number(m[1]) : undefined;
+}
+
+/** `text` with `key = value` in place of the key's line, or appended. */
+function setConfValue(text: string, key: string, value: number): string {
+  const line = confLine(key);
+  return line.test(text) ? text.replace(line, `${key} = ${value}`) : `${text.trimEnd()}\n${key} = ${value}\n`;
+}
+
+/**
+ * XS_CONTROL requests, as `xenstore-control` sends them, on one connection to xenstored's
+ * socket, one at a time; in process, because a process per command costs seconds in dom0
+ * under emulation.
+ */
+class Control {
+  private readonly decoder = new FrameDecoder();
+  private waiting: { resolve(reply: string): void; reject(err: Error): void } | undefined;
+
+  private constructor(private readonly sock: Socket) {
+    sock.on('data', (chunk: Buffer) => {
+      for (const m of this.decoder.push(chunk)) {
+        const w = this.waiting;
+        this.waiting = undefined;
+        const text = m.payload.toString('latin1').replace(/\0+$/, '');
+        if (m.type === XsType.ERROR) w?.reject(new Error(`XS_CONTROL: ${text}`));
+        else w?.resolve(text);
+      }
+    });
+    const fail = (err?: Error): void => {
+      this.waiting?.reject(err ?? new Error('xenstored closed the control connection'));
+      this.waiting = undefined;
+    };
+    sock.on('error', fail);
+    sock.on('close', () => fail());
+  }
+
+  static async open(): Promise<Control> {
+    const sock = createConnection(socket);
+    await once(sock, 'connect');
+    return new Control(sock);
+  }
+
+  /** The reply to `XS_CONTROL args…`, its trailing NULs cut; a minute at most. */
+  ask(...args: string[]): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiting = undefined;
+        reject(new Error(`XS_CONTROL ${args.join(' ')}: no reply in 60 s`));
+      }, 60_000);
+      const done = (): void => clearTimeout(timer);
+      this.waiting = {
+        resolve: (reply) => (done(), resolve(reply)),
+        reject: (err) => (done(), reject(err)),
+      };
+      this.sock.write(encodeMessage(XsType.CONTROL, 1, 0, strings(...args)));
+    });
+  }
+
+  close(): void {
+    this.sock.destroy();
+  }
+}
+
+/** How many watches each domain's connection holds, from oxenstored's `watches`. */
+async function watchesByDomain(ctl: Control): Promise<Map<number, number>> {
+  const counts = new Map<number, number>();
+  for (const line of (await ctl.ask('watches')).split('\n')) {
+    const m = /^watch D(\d+): /.exec(line);
+    if (m) counts.set(Number(m[1]), (counts.get(Number(m[1])) ?? 0) + 1);
+  }
+  return counts;
+}
+
+/** The nodes `domid` owns and the most it may own, from oxenstored's `quota <domid>`. */
+async function entries(ctl: Control, domid: number): Promise<{ owned: number; max: number }> {
+  const reply = await ctl.ask('quota', String(domid));
+  const m = /quota: (\d+)\/(\d+)/.exec(reply);
+  if (!m) throw new Error(`XS_CONTROL quota ${domid}: no "quota: owned/max" in ${JSON.stringify(reply)}`);
+  return { owned: Number(m[1]), max: Number(m[2]) };
+}
+
+/** The running oxenstored's executable, which a live update executes again. */
+async function oxenstoredBinary(): Promise<string> {
+  for (const pid of await readdir('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    const comm = await readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '');
+    if (comm.trim() === 'oxenstored') return readlink(`/proc/${pid}/exe`);
+  }
+  throw new Error('no oxenstored process');
+}
+
+/**
+ * Has oxenstored re-execute `binary` (a live update), as `xenstore-control live-update`
+ * does: the new daemon reads oxenstored.conf again and takes over the store, the domains'
+ * rings and the socket connections with their watches (this one included, which then
+ * answers OK). `domid`'s entry limit afterwards shows that it runs with `conf`'s quotas.
+ */
+async function liveUpdate(binary: string, conf: string, domid: number): Promise<void> {
+  const ctl = await Control.open();
+  try {
+    const loaded = await ctl.ask('live-update', '-f', binary);
+    if (loaded !== 'OK') throw new Error(`live-update -f ${binary}: ${loaded}`);
+    const deadline = Date.now() + 60_000;
+    let started: string;
+    // BUSY until the old daemon has handed over
+    while ((started = await ctl.ask('live-update', '-s', '-t', '60')) === 'BUSY' && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+    if (started !== 'OK') throw new Error(`live-update -s: ${started}`);
+    const { max } = await entries(ctl, domid);
+    const want = confValue(conf, 'quota-maxentity');
+    if (want !== undefined && max !== want) throw new Error(`after a live update oxenstored allows ${max} nodes per domain, not ${want} as oxenstored.conf says`);
+  } finally {
+    ctl.close();
+  }
+}
+
+/** Restores oxenstored.conf and the daemon's quotas; set while a limited store is live. */
+let restoreOxenstored: (() => Promise<void>) | undefined;
+
+/**
+ * oxenstored's quotas are the `quota-*` keys of oxenstored.conf, global and read when it
+ * starts: the factory writes them there and live-updates the daemon, and cleanup() does
+ * both again with the old file. As for C xenstored, the nodes and watches the first
+ * guest already holds are added. `quota-maxsize` counts a node's value only and refuses a
+ * longer one, so `nodeSize` becomes `nodeSize - 1`.
+ *
+ * The new daemon rebuilds the store and the watches from the old one's dump with the
+ * checks a request meets (dom0's for nodes, which the node count does not limit), and Xen
+ * 4.17's restore skips an entry that fails them: a value longer than `quota-maxsize`, a
+ * watch past a connection's `quota-maxwatch`. Rather than let a quota case lose part of
+ * the store every other case shares, the factory refuses a smaller `quota-maxsize` than
+ * the file's, and a watch quota below what some guest already holds.
+ */
+async function withLiveUpdateQuota(base: RealXenFactory, quota: Partial<XenStoreQuota>): Promise<XenStoreSuiteFactory> {
+  const domid = base.guests[0] as number;
+  await resetHome(domid);
+  const ctl = await Control.open();
+  let owned: number;
+  let watching: Map<number, number>;
+  try {
+    owned = (await entries(ctl, domid)).owned;
+    watching = await watchesByDomain(ctl);
+  } finally {
+    ctl.close();
+  }
+  const value: Partial<Record<keyof XenStoreQuota, number>> = {
+    nodes: quota.nodes === undefined ? undefined : quota.nodes + owned - 1,
+    nodeSize: quota.nodeSize === undefined ? undefined : quota.nodeSize - 1,
+    watches: quota.watches === undefined ? undefined : quota.watches + (watching.get(domid) ?? 0),
+    transactions: quota.transactions,
+  };
+  const original = await readFile(oxenstoredConf, 'utf8');
+  const maxsize = confValue(original, 'quota-maxsize');
+  if (value.nodeSize !== undefined && (maxsize === undefined || value.nodeSize < maxsize)) {
+    throw new Error(`a node size quota of ${quota.nodeSize} would have oxenstored drop the store's values longer than ${value.nodeSize} bytes (its quota-maxsize is ${maxsize ?? 'not set'})`);
+  }
+  // a connection keeps one watch past quota-maxwatch (the check counts those it holds)
+  const maxwatch = value.watches;
+  for (const [d, n] of watching) {
+    if (d !== 0 && maxwatch !== undefined && n > maxwatch + 1) throw new Error(`domain ${d} holds ${n} watches: a watch quota of ${maxwatch} would have oxenstored drop some`);
+  }
+  let limited = original;
+  for (const [key, name] of Object.entries(oxenstoredKeys) as [keyof XenStoreQuota, string][]) {
+    const v = value[key];
+    if (v !== undefined) limited = setConfValue(limited, name, v);
+  }
+  const binary = await oxenstoredBinary();
+  const restore = async (): Promise<void> => {
+    await writeFile(oxenstoredConf, original);
+    await liveUpdate(binary, original, domid);
+    restoreOxenstored = undefined;
+  };
+  restoreOxenstored = restore;
+  await writeFile(oxenstoredConf, limited);
+  try {
+    await liveUpdate(binary, limited, domid);
+  } catch (err) {
+    await restore();
+    throw err;
+  }
+  return limitedFactory(base, restore);
 }
 
 /** libxenstore picks its transport when xs_open runs, from XENSTORED_PATH: one open at a time. */
