@@ -18,7 +18,7 @@ esac
 rc=$?
 # the init script loads evtchn, gntdev and privcmd; grant-table tests need gntalloc too,
 # and guests' disks and NICs need the kernel's block and network backends
-for m in xen-gntalloc xen-blkback xen-netback; do modprobe $m || say "modprobe $m failed"; done
+for m in xen-gntalloc xen-blkback xen-netback xen-pciback; do modprobe $m || say "modprobe $m failed"; done
 say "xen services started (rc=$rc, $XENSTORED), uptime $(uptime)s, capabilities $(cat /proc/xen/capabilities)"
 
 cd "$XENODE_SRC" || exit 1

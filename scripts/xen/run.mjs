@@ -100,7 +100,8 @@ function qemuArgs(image, share, nodeDir) {
     'console=com1 com1=115200',
     `dom0_mem=${dom0Memory},max:${dom0Memory} dom0_max_vcpus=2`,
     'loglvl=all guest_loglvl=all',
-  ].join(' ');
+    process.env.XENODE_XEN_ARGS ?? '',
+  ].join(' ').trim();
   // -kernel/-initrd: multiboot; modules are separated by commas, each followed by its command line
   return [
     '-machine', 'q35', '-accel', 'tcg,thread=multi',
@@ -117,6 +118,7 @@ function qemuArgs(image, share, nodeDir) {
     '-virtfs', `local,path=${root},mount_tag=src,security_model=none,readonly=on,id=src`,
     '-virtfs', `local,path=${share},mount_tag=out,security_model=none,id=out`,
     '-virtfs', `local,path=${nodeDir},mount_tag=node,security_model=none,readonly=on,id=node`,
+    ...(process.env.XENODE_XEN_QEMU_ARGS ?? '').split(/\s+/).filter(Boolean),
   ];
 }
 

@@ -370,8 +370,9 @@ export function toolstackConformance(name: string, factory: ToolstackSuiteFactor
 
       it.skipIf(factory.assignablePci === undefined)('passes an SR-IOV virtual function through, once', async () => {
         const xen = await open();
-        const a = await xen.domains.create(config());
-        const b = await xen.domains.create(config());
+        // a function can be hot-plugged only into a domain created with IOMMU mappings
+        const a = await xen.domains.create(config({ passthrough: 'enabled' }));
+        const b = await xen.domains.create(config({ passthrough: 'enabled' }));
         const vf = factory.assignablePci as string;
         const dev = await a.attachPci(vf);
         expect(dev).toMatchObject({ kind: 'pci', backendState: 'connected' });

@@ -37,7 +37,7 @@ import { afterAll, beforeAll, describe } from 'vitest';
 import { connect } from '../../lib/index.js';
 import { run } from '../helpers/run.js';
 import { toolstackConformance } from '../conformance/toolstack-suite.js';
-import { guest, waitUntil, xl } from './tier.js';
+import { assignablePci, guest, waitUntil, xl } from './tier.js';
 
 /** The tier's hotplug script for disks and NICs (scripts/xen/image/dom0-hotplug.c). */
 const hotplug = '/opt/xenode/xenode-hotplug';
@@ -76,6 +76,8 @@ describe('native toolstack on real Xen', () => {
     await run('ip', ['link', 'del', 'xenbr0'], { timeout: 30_000 });
     await sh('ip', ['link', 'add', 'name', 'xenbr0', 'type', 'bridge']);
     await sh('ip', ['link', 'set', 'xenbr0', 'up']);
+    // pciback takes the function, so that libxl can hand it to a guest
+    if (assignablePci !== undefined) await xl(['pci-assignable-add', assignablePci]);
   });
 
   afterAll(async () => {
@@ -95,6 +97,7 @@ describe('native toolstack on real Xen', () => {
       cmdline: 'console=hvc0 quiet sysrq_always_enabled',
     },
     missing: ['liveSnapshot', 'liveMigration'],
+    ...(assignablePci === undefined ? {} : { assignablePci }),
     // save/restore and migration run in migrate.test.ts, in the other boot, to even out the two
     except: ['save and restore', 'migration'],
     ready: booted,
