@@ -137,12 +137,15 @@ export interface DomainConfig {
   pcis?: PciConfig[];
   /**
    * IOMMU mappings for the domain, so that PCI functions can be passed through to it (xl
-   * `passthrough`): `enabled` lets Xen choose, `sync_pt` keeps separate IOMMU page tables
-   * (the only kind a PV guest can have), `share_pt` shares the guest's HAP tables (HVM and
-   * PVH), `disabled` gives it none. When absent, libxl enables it if `pcis` lists devices
-   * and disables it otherwise, and a domain created without it cannot take a PCI function
-   * later: give `enabled` to a domain that {@link Domain.attachPci} is to be used on. Xen
-   * refuses anything but `disabled` on a host without an IOMMU. Added for xl.cfg.
+   * `passthrough`): `enabled` lets libxl choose, `sync_pt` keeps separate IOMMU page tables
+   * (the only kind a PV guest can have), `share_pt` shares an HVM guest's HAP tables,
+   * `disabled` gives it none. When absent, libxl enables it if `pcis` lists devices and
+   * disables it otherwise, and a domain created without it cannot take a PCI function
+   * later: give `enabled` to a domain that {@link Domain.attachPci} is to be used on.
+   * libxl on x86 refuses it for a PVH guest, and a host without an IOMMU (`xl info`
+   * virt_caps without `directio`) passes no function through. A running domain's
+   * {@link Domain.config} reports the mode libxl chose (`sync_pt` for a PV guest asked
+   * for `enabled`), and nothing for `disabled`.
    */
   passthrough?: Passthrough;
   /** xl `on_poweroff`, default `destroy`. */

@@ -15,7 +15,9 @@
 //
 // Environment: XENODE_XEN_CACHE (default ~/.cache/xenode-xen), XENODE_XEN_TIMEOUT (seconds
 // per boot, default 1800), XENODE_XEN_MEMORY (QEMU -m, default 2G), XENODE_XEN_CPU (QEMU -cpu,
-// default qemu64,+svm,+npt), XENODE_XEN_SERIAL=1
+// default qemu64,+svm,+npt), XENODE_XEN_IOMMU=0 (no emulated IOMMU nor PCI function to
+// pass through), XENODE_XEN_QEMU_ARGS (more QEMU arguments, split at spaces),
+// XENODE_XEN_ARGS (more of Xen's command line), XENODE_XEN_SERIAL=1
 // (one boot after the other rather than side by side), CI=true (a missing tool fails
 // instead of skipping).
 import { spawn, spawnSync } from 'node:child_process';
@@ -31,6 +33,7 @@ const cache = process.env.XENODE_XEN_CACHE || join(process.env.XDG_CACHE_HOME ||
 const timeoutSeconds = Number(process.env.XENODE_XEN_TIMEOUT || 1800);
 const memory = process.env.XENODE_XEN_MEMORY || '2G';
 const dom0Memory = '1024M';
+const iommu = process.env.XENODE_XEN_IOMMU !== '0';
 const inCI = process.env.CI === 'true';
 const xenstoreds = ['oxenstored', 'xenstored'];
 /** Boots older than the last few are removed; a failed boot's folder is kept until then. */
@@ -118,6 +121,12 @@ function qemuArgs(image, share, nodeDir) {
     '-virtfs', `local,path=${root},mount_tag=src,security_model=none,readonly=on,id=src`,
     '-virtfs', `local,path=${share},mount_tag=out,security_model=none,id=out`,
     '-virtfs', `local,path=${nodeDir},mount_tag=node,security_model=none,readonly=on,id=node`,
+    // An IOMMU, so that Xen can pass a PCI function through (xl dmesg: "I/O virtualisation
+    // enabled", xl info: virt_caps directio), and a function to pass: QEMU's `edu` device,
+    // which no driver in dom0 or in the test guest claims, at 00:10.0 where
+    // test/xen/tier.ts looks for it. Under TCG, VT-d with interrupt remapping needs no
+    // split irqchip (KVM does). XENODE_XEN_IOMMU=0 leaves both out.
+    ...(iommu ? ['-device', 'intel-iommu,intremap=on', '-device', 'edu,addr=10.0'] : []),
     ...(process.env.XENODE_XEN_QEMU_ARGS ?? '').split(/\s+/).filter(Boolean),
   ];
 }

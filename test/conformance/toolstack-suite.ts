@@ -370,15 +370,20 @@ export function toolstackConformance(name: string, factory: ToolstackSuiteFactor
 
       it.skipIf(factory.assignablePci === undefined)('passes an SR-IOV virtual function through, once', async () => {
         const xen = await open();
-        // a function can be hot-plugged only into a domain created with IOMMU mappings
-        const a = await xen.domains.create(config({ passthrough: 'enabled' }));
-        const b = await xen.domains.create(config({ passthrough: 'enabled' }));
+        // a function can be hot-plugged only into a domain created with IOMMU mappings, and
+        // libxl passes functions through to PV and HVM guests, not PVH ones
+        const a = await xen.domains.create(config({ type: 'pv', passthrough: 'enabled' }));
+        const b = await xen.domains.create(config({ type: 'pv', passthrough: 'enabled' }));
         const vf = factory.assignablePci as string;
         const dev = await a.attachPci(vf);
         expect(dev).toMatchObject({ kind: 'pci', backendState: 'connected' });
         await expectCode(a.attachPci(vf), 'XEN_ERROR_DEVICE_EXISTS');
         await expectCode(b.attachPci(vf), 'XEN_ERROR_FAIL');
         await a.detachDevice(dev);
+        // free again, but not for a domain created without passthrough
+        const plain = await xen.domains.create(config({ type: 'pv' }));
+        await expectCode(plain.attachPci(vf), 'XEN_ERROR_FAIL');
+        await plain.destroy();
         await b.attachPci({ bdf: vf, permissive: true });
         await expectCode(b.attachPci('ff:1f.7'), 'XEN_ERROR_FAIL');
       });

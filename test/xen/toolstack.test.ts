@@ -4,8 +4,8 @@
  * and xenstored, in the dom0 of the real-Xen tier (see docs/testing.md).
  *
  * The guest is the tier's busybox PV guest (test/xen/tier.ts `guest`, its /init is
- * scripts/xen/image/guest-init): it loads xen-blkfront and xen-netfront (netfront with up
- * to four queues), prints `XENODE_GUEST ready` on its console, then runs a login prompt
+ * scripts/xen/image/guest-init): it loads xen-blkfront, xen-netfront (with up to four
+ * queues) and xen-pcifront, prints `XENODE_GUEST ready` on its console, then runs a login prompt
  * there (busybox getty) and prints what dom0 writes to its data/xenode/say, and idles
  * until asked to shut down. So, on this host:
  * - devices: beforeAll puts two raw images on loop devices behind the /srv paths the
@@ -28,9 +28,12 @@
  *   that can be repointed at a VHD child, so the suite checks that the native backend
  *   says so (XEN_LIVE_SNAPSHOT_UNSUPPORTED); blkback.test.ts takes live snapshots of a
  *   disk xenode serves itself;
- * - no `assignablePci`: Xen assigns a PCI device only behind an IOMMU, and QEMU's q35
- *   machine gives it none here (xl dmesg: "I/O virtualisation disabled"), nor an SR-IOV
- *   function to bind to pciback.
+ * - `assignablePci` is QEMU's `edu` device at 00:10.0 (test/xen/tier.ts): run.mjs gives
+ *   Xen QEMU's emulated VT-d IOMMU, so Xen assigns devices (xl dmesg: "I/O virtualisation
+ *   enabled"), and beforeAll binds the function to pciback (`xl pci-assignable-add`); the
+ *   guest's xen-pcifront connects to it. It is a plain function, not an SR-IOV virtual
+ *   one (QEMU 7.2's SR-IOV device, nvme, needs dom0's nvme driver to create its virtual
+ *   functions); Xen and libxl assign a virtual function like any other.
  */
 import { mkdirSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe } from 'vitest';
