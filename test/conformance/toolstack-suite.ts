@@ -20,7 +20,10 @@ export interface ToolstackSuiteFactory {
   readonly kernel: string;
   /** Upper bound for a guest's reaction (boot, shutdown), in ms. */
   readonly timeoutMs: number;
-  /** A PCI function the host can pass through (an SR-IOV VF), when it has one. */
+  /**
+   * A PCI function the host can pass through, bound to pciback, when it has one: an SR-IOV
+   * virtual function on a real host, QEMU's edu device in the real-Xen tier.
+   */
   readonly assignablePci?: string;
   /**
    * Added to every configuration the suite creates (real Xen: the guest's type, ramdisk

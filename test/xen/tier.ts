@@ -75,7 +75,7 @@ export async function xlInfo(): Promise<Map<string, string>> {
 /**
  * The PCI function dom0 can pass through: QEMU's `edu` device (1234:11e8, no driver in
  * dom0 or in the guest) behind the emulated VT-d IOMMU that scripts/xen/run.mjs gives
- * Xen, or undefined when this boot has none.
+ * the C xenstored boot (XENODE_XEN_IOMMU), or undefined when this boot has none.
  */
 export const assignablePci: string | undefined = (() => {
   const dir = '/sys/bus/pci/devices/0000:00:10.0';

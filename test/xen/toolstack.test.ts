@@ -29,7 +29,7 @@
  *   says so (XEN_LIVE_SNAPSHOT_UNSUPPORTED); blkback.test.ts takes live snapshots of a
  *   disk xenode serves itself;
  * - `assignablePci` is QEMU's `edu` device at 00:10.0 (test/xen/tier.ts): run.mjs gives
- *   Xen QEMU's emulated VT-d IOMMU, so Xen assigns devices (xl dmesg: "I/O virtualisation
+ *   this (the C xenstored) boot QEMU's emulated VT-d IOMMU, so Xen assigns devices (xl dmesg: "I/O virtualisation
  *   enabled"), and beforeAll binds the function to pciback (`xl pci-assignable-add`); the
  *   guest's xen-pcifront connects to it. It is a plain function, not an SR-IOV virtual
  *   one (QEMU 7.2's SR-IOV device, nvme, needs dom0's nvme driver to create its virtual
