@@ -60,6 +60,7 @@ export type {
   DomainConfig,
   DomainType,
   NicConfig,
+  Passthrough,
   PciConfig,
 } from './config/domain-config.js';
 export { validateDomainConfig } from './config/validate.js';

@@ -66,6 +66,9 @@ export interface NicConfig {
   mtu?: number;
 }
 
+/** How a domain's IOMMU mappings are kept: {@link DomainConfig.passthrough} (xl `passthrough`). */
+export type Passthrough = 'enabled' | 'disabled' | 'sync_pt' | 'share_pt';
+
 /** A PCI device passed through to the guest, SR-IOV virtual functions included. */
 export interface PciConfig {
   /** Host address `[DDDD:]BB:DD.F` (xl `pci` BDF). */
@@ -132,6 +135,19 @@ export interface DomainConfig {
   disks?: DiskConfig[];
   nics?: NicConfig[];
   pcis?: PciConfig[];
+  /**
+   * IOMMU mappings for the domain, so that PCI functions can be passed through to it (xl
+   * `passthrough`): `enabled` lets libxl choose, `sync_pt` keeps separate IOMMU page tables
+   * (the only kind a PV guest can have), `share_pt` shares an HVM guest's HAP tables,
+   * `disabled` gives it none. When absent, libxl enables it if `pcis` lists devices and
+   * disables it otherwise, and a domain created without it cannot take a PCI function
+   * later: give `enabled` to a domain that {@link Domain.attachPci} is to be used on.
+   * libxl on x86 refuses it for a PVH guest, and a host without an IOMMU (`xl info`
+   * virt_caps without `directio`) passes no function through. A running domain's
+   * {@link Domain.config} reports the mode libxl chose (`sync_pt` for a PV guest asked
+   * for `enabled`), and nothing for `disabled`.
+   */
+  passthrough?: Passthrough;
   /** xl `on_poweroff`, default `destroy`. */
   onPoweroff?: DomainAction;
   /** xl `on_reboot`, default `restart`. */

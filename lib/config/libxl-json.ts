@@ -128,7 +128,12 @@ export function toLibxlConfig(config: DomainConfig): LibxlDomainConfig {
   b[`type.${config.type}`] = {};
 
   const out: LibxlDomainConfig = {
-    c_info: { type: config.type, name: config.name, ...(config.uuid === undefined ? {} : { uuid: config.uuid.toLowerCase() }) },
+    c_info: {
+      type: config.type,
+      name: config.name,
+      ...(config.uuid === undefined ? {} : { uuid: config.uuid.toLowerCase() }),
+      ...(config.passthrough === undefined ? {} : { passthrough: config.passthrough }),
+    },
     b_info: b,
   };
   if (config.disks?.length) out.disks = config.disks.map(diskToLibxl);
@@ -231,6 +236,9 @@ export function fromLibxlConfig(json: LibxlDomainConfig): DomainConfig {
   if (json.disks?.length) out.disks = json.disks.map(diskFromLibxl);
   if (json.nics?.length) out.nics = json.nics.map(nicFromLibxl);
   if (json.pcidevs?.length) out.pcis = json.pcidevs.map(pciFromLibxl);
+  // libxl stores the mode it chose at creation: `disabled` is what a domain without `pcis`
+  // gets when none is asked for, so only a mode that gives the domain an IOMMU is kept
+  if (c.passthrough !== undefined && c.passthrough !== 'default' && c.passthrough !== 'disabled') out.passthrough = c.passthrough;
   for (const [key, field, xlDefault] of ACTIONS) {
     const action = ACTION_FROM_LIBXL[json[key] ?? 'destroy'];
     if (action !== undefined && action !== xlDefault) out[field] = action;

@@ -13,9 +13,10 @@ const DOMAIN_TYPES = ['pv', 'pvh', 'hvm'];
 const ACTIONS = ['destroy', 'restart', 'rename-restart', 'preserve', 'coredump-destroy', 'coredump-restart', 'soft-reset'];
 const FORMATS = ['raw', 'qcow', 'qcow2', 'vhd', 'qed'];
 const BACKEND_TYPES = ['phy', 'qdisk', 'tap', 'standalone'];
+const PASSTHROUGH = ['enabled', 'disabled', 'sync_pt', 'share_pt'];
 const TOP_FIELDS = new Set([
   'name', 'type', 'uuid', 'memory', 'maxMemory', 'vcpus', 'maxVcpus', 'cpus', 'vcpuAffinity', 'kernel', 'ramdisk', 'cmdline',
-  'bootloader', 'disks', 'nics', 'pcis', 'onPoweroff', 'onReboot', 'onCrash', 'onWatchdog', 'onSoftReset',
+  'bootloader', 'disks', 'nics', 'pcis', 'passthrough', 'onPoweroff', 'onReboot', 'onCrash', 'onWatchdog', 'onSoftReset',
 ]);
 const DISK_FIELDS = new Set(['target', 'vdev', 'format', 'access', 'devtype', 'backendType', 'backendDomain', 'script']);
 const NIC_FIELDS = new Set(['mac', 'bridge', 'model', 'ip', 'script', 'vifname', 'backendDomain', 'rate', 'queues', 'type', 'mtu']);
@@ -231,6 +232,11 @@ export function validateDomainConfig(config: unknown): asserts config is DomainC
   }
   checkCpus(c);
   for (const key of ['kernel', 'ramdisk', 'cmdline', 'bootloader']) optString(c, key, key);
+  optOneOf(c, 'passthrough', 'passthrough', PASSTHROUGH);
+  // libxl's own checks: a PV guest has no HAP tables to share, and devices need an IOMMU
+  check(!(c.passthrough === 'share_pt' && c.type === 'pv'), 'passthrough', 'share_pt is not valid for a PV guest (it has no HAP page tables to share): use enabled or sync_pt');
+  check(c.passthrough === undefined || c.passthrough === 'disabled' || c.type !== 'pvh', 'passthrough', 'libxl does not pass PCI devices through to a PVH guest on x86: use pv or hvm');
+  check(!(c.passthrough === 'disabled' && Array.isArray(c.pcis) && c.pcis.length > 0), 'passthrough', 'disabled, but pcis lists devices to pass through');
   if (c.type !== 'hvm') {
     check(c.kernel !== undefined || c.bootloader !== undefined, 'kernel', `a ${c.type} guest needs a kernel or a bootloader`);
   }

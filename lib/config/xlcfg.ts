@@ -1,5 +1,5 @@
 import { XenError } from '../errors.js';
-import type { DomainAction, DomainConfig, DomainType } from './domain-config.js';
+import type { DomainAction, DomainConfig, DomainType, Passthrough } from './domain-config.js';
 import { formatDiskSpec, formatPciSpec, formatVifSpec, parseDiskSpec, parsePciSpec, parseVifSpec, type PciDefaults } from './xlcfg-devices.js';
 import { parseXlSyntax, quoteXl, XlSyntaxFault, type XlSetting, type XlValue } from './xlcfg-syntax.js';
 import { configError, validateDomainConfig } from './validate.js';
@@ -29,10 +29,10 @@ const ACTION_KEYS = { on_poweroff: 'onPoweroff', on_reboot: 'onReboot', on_crash
 const FIELD_KEYS: Record<string, string> = {
   name: 'name', type: 'type', uuid: 'uuid', memory: 'memory', maxMemory: 'maxmem', vcpus: 'vcpus', maxVcpus: 'maxvcpus',
   cpus: 'cpus', vcpuAffinity: 'cpus', kernel: 'kernel', ramdisk: 'ramdisk', cmdline: 'cmdline', bootloader: 'bootloader',
-  disks: 'disk', nics: 'vif', pcis: 'pci', onPoweroff: 'on_poweroff', onReboot: 'on_reboot', onCrash: 'on_crash', onWatchdog: 'on_watchdog', onSoftReset: 'on_soft_reset',
+  disks: 'disk', nics: 'vif', pcis: 'pci', passthrough: 'passthrough', onPoweroff: 'on_poweroff', onReboot: 'on_reboot', onCrash: 'on_crash', onWatchdog: 'on_watchdog', onSoftReset: 'on_soft_reset',
 };
 /** Keys xl knows that xenode reads without a DomainConfig field: they are reported, not applied. */
-const HANDLED = new Set(['name', 'type', 'builder', 'memory', 'maxmem', 'vcpus', 'maxvcpus', 'cpus', 'kernel', 'ramdisk', 'extra', 'cmdline', 'root', 'bootloader', 'disk', 'vif', 'pci', 'uuid', 'pci_permissive', 'pci_msitranslate', 'pci_seize', 'pci_power_mgmt', ...Object.keys(ACTION_KEYS)]);
+const HANDLED = new Set(['name', 'type', 'builder', 'memory', 'maxmem', 'vcpus', 'maxvcpus', 'cpus', 'kernel', 'ramdisk', 'extra', 'cmdline', 'root', 'bootloader', 'disk', 'vif', 'pci', 'passthrough', 'uuid', 'pci_permissive', 'pci_msitranslate', 'pci_seize', 'pci_power_mgmt', ...Object.keys(ACTION_KEYS)]);
 
 class Reader {
   readonly warnings: XlConfigWarning[] = [];
@@ -166,6 +166,9 @@ function build(r: Reader): DomainConfig {
   const cmd = cmdline(r);
   if (cmd !== undefined) config.cmdline = cmd;
   devices(r, config);
+  // checked with the rest of the config (validateDomainConfig), at its line
+  const passthrough = r.string('passthrough');
+  if (passthrough !== undefined) config.passthrough = passthrough as Passthrough;
   for (const [key, field] of Object.entries(ACTION_KEYS)) {
     const action = r.string(key);
     if (action === undefined) continue;
@@ -229,7 +232,7 @@ export function readXlConfig(text: string, options: ParseXlConfigOptions = {}): 
  * Reads an xl.cfg(5) file — the syntax and the keys of Xen's `xl create` — into a
  * validated {@link DomainConfig}. Keys read: name, type (and the old builder), memory,
  * maxmem, vcpus, maxvcpus, cpus, kernel, ramdisk, cmdline, extra and root (folded into
- * cmdline as xl does), bootloader, uuid, disk, vif, pci (with pci_permissive & co.),
+ * cmdline as xl does), bootloader, uuid, disk, vif, pci (with pci_permissive & co.), passthrough,
  * on_poweroff, on_reboot, on_crash, on_watchdog, on_soft_reset. Other keys are accepted
  * and ignored, like xl ignores keys it does not know; {@link readXlConfig} lists them.
  *
@@ -304,6 +307,7 @@ export function formatXlConfig(config: DomainConfig): string {
   device('disk', 'disks', config.disks, formatDiskSpec);
   device('vif', 'nics', config.nics, formatVifSpec);
   device('pci', 'pcis', config.pcis, formatPciSpec);
+  put('passthrough', config.passthrough);
   for (const [key, field] of Object.entries(ACTION_KEYS)) put(key, config[field]);
   return `${lines.join('\n')}\n`;
 }

@@ -238,6 +238,12 @@ export class Hypervisor {
 
     const domid = this.allocateDomid();
     const d = new SimDomain(domid, uuid, { ...structuredClone(config), uuid, disks: disks.map((x) => x.config), nics: nics.map((x) => x.config) }, this.cpus);
+    // as libxl: IOMMU mappings when asked for or when created with devices; `enabled`
+    // becomes the mode chosen (a PV guest has only separate tables), and that is what the
+    // domain's configuration says from then on
+    const passthrough = config.passthrough ?? (config.pcis?.length ? 'enabled' : 'disabled');
+    if (passthrough === 'disabled') delete d.config.passthrough;
+    else d.config.passthrough = passthrough === 'enabled' ? (config.type === 'pv' ? 'sync_pt' : 'share_pt') : passthrough;
     if (!d.config.disks?.length) delete d.config.disks;
     if (!d.config.nics?.length) delete d.config.nics;
     if (image) {
@@ -466,6 +472,11 @@ export class Hypervisor {
       const bdf = dev.normaliseBdf(spec.pci.bdf);
       for (const other of d.devices.values()) {
         if (other.kind === 'pci' && dev.normaliseBdf((other.config as PciConfig).bdf) === bdf) throw new XenError('XEN_ERROR_DEVICE_EXISTS', `XEN_ERROR_DEVICE_EXISTS: ${bdf} is already attached to domain ${domid} (${op})`, { op, domid });
+      }
+      // as Xen: a device is assigned only into a domain created with IOMMU mappings, which
+      // libxl gives one by default only when it is created with devices
+      if (d.config.passthrough === undefined) {
+        throw new XenError('XEN_ERROR_FAIL', `XEN_ERROR_FAIL: PCI ${bdf} cannot be assigned: domain ${domid} was created without passthrough (no IOMMU mappings); create it with passthrough 'enabled' (${op})`, { op, domid });
       }
       this.pci.checkAssignable(bdf, op);
       let n = 0;

@@ -678,7 +678,7 @@ export class NativeToolstack implements ToolstackConnection {
         await this.libxl.addDevice(domid, 'pci', pciToLibxl(device.pci) as LibxlJson);
         find = (d) => d.kind === 'pci';
       }
-      const dev = device.kind === 'pci' ? (await this.listDevices(domid)).find(find) : await this.handshake(domid, find, options.signal);
+      const dev = await this.handshake(domid, find, options.signal);
       if (dev === undefined) throw new XenError('XEN_ERROR_FAIL', 'XEN_ERROR_FAIL: libxl attached the device but xenstore does not show it (domain.attachDevice)', { op: 'domain.attachDevice', domid });
       if (device.kind === 'disk') dev.config = { ...device.disk, ...dev.config, vdev: device.disk.vdev };
       if (device.kind === 'nic') {
@@ -692,9 +692,10 @@ export class NativeToolstack implements ToolstackConnection {
   }
 
   /**
-   * The new disk or NIC once the guest's frontend has connected to it. libxl returns when
-   * the backend waits for the frontend (initwait) and its hotplug script has run; the
-   * guest's driver connects in its own time. This waits for both ends to be `connected`,
+   * The new disk, NIC or PCI function once the guest's frontend has connected to it. libxl
+   * returns when the backend waits for the frontend (initwait) and its hotplug script has
+   * run, or, for a PCI function, once pciback has it; the guest's driver connects in its
+   * own time. This waits for both ends to be `connected`,
    * either end to give up (`closing`, `closed`), the domain to be paused (its frontend
    * cannot act) or `connectWaitMs`, and returns the device as it then stands. An abort
    * ends the wait with AbortError; the device stays attached (listDevices shows it).

@@ -26,11 +26,11 @@ cache=${XENODE_XEN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/xenode-xen}
 suite=bookworm
 dom0_packages=xen-utils-4.17,xenstore-utils,kmod,busybox,iproute2,procps,libstdc++6
 # kernel modules dom0 loads (with their dependencies)
-dom0_modules="xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs xen-blkback xen-netback
+dom0_modules="xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs xen-blkback xen-netback xen-pciback
   9p 9pnet_virtio virtio_pci overlay loop bridge ext4"
 boot_modules="virtio_pci 9pnet_virtio 9p overlay"
 # the test guest's frontends, so devices attached to it connect (the guest loads them)
-guest_modules="xen-blkfront xen-netfront"
+guest_modules="xen-blkfront xen-netfront xen-pcifront"
 host_tools="debootstrap busybox:busybox-static cpio depmod:kmod gcc:build-essential xz:xz-utils apt-get"
 
 log() { echo "[xen image $(date +%T)] $*" >&2; }

@@ -22,7 +22,7 @@ case "$XENODE_XENSTORED" in
 esac
 rc=0
 {
-modprobe -a xenfs xen-evtchn xen-gntdev xen-gntalloc xen-blkback xen-netback || { say "modprobe failed"; rc=1; }
+modprobe -a xenfs xen-evtchn xen-gntdev xen-gntalloc xen-blkback xen-netback xen-pciback || { say "modprobe failed"; rc=1; }
 [ -e /proc/xen/capabilities ] || mount -t xenfs xenfs /proc/xen || rc=1
 mkdir -p /run/xenstored && mkdir -p -m 700 /run/xen
 XENSTORED_ROOTDIR=/run/xenstored choom -n -1000 -- "$XENSTORED" --pid-file /run/xenstore.pid || rc=1

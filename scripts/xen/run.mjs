@@ -15,7 +15,9 @@
 //
 // Environment: XENODE_XEN_CACHE (default ~/.cache/xenode-xen), XENODE_XEN_TIMEOUT (seconds
 // per boot, default 1800), XENODE_XEN_MEMORY (QEMU -m, default 2G), XENODE_XEN_CPU (QEMU -cpu,
-// default qemu64,+svm,+npt), XENODE_XEN_SERIAL=1
+// default qemu64,+svm,+npt), XENODE_XEN_IOMMU (0: no boot gets an emulated IOMMU and a PCI
+// function to pass through, 1: both do; by default the C xenstored one), XENODE_XEN_QEMU_ARGS (more QEMU arguments, split at spaces),
+// XENODE_XEN_ARGS (more of Xen's command line), XENODE_XEN_SERIAL=1
 // (one boot after the other rather than side by side), CI=true (a missing tool fails
 // instead of skipping).
 import { spawn, spawnSync } from 'node:child_process';
@@ -33,6 +35,16 @@ const memory = process.env.XENODE_XEN_MEMORY || '2G';
 const dom0Memory = '1024M';
 const inCI = process.env.CI === 'true';
 const xenstoreds = ['oxenstored', 'xenstored'];
+/**
+ * Which boots get an emulated IOMMU and a PCI function to pass through (XENODE_XEN_IOMMU:
+ * `0` none, `1` both): by default the C xenstored one, where the toolstack suite runs its
+ * passthrough case. The oxenstored boot, with the PVH guests of migrate.test.ts and
+ * remus.test.ts, runs without, as it always has: with the IOMMU on, migrate.test.ts's PVH
+ * guest once did not boot within its three minutes at load 12, and once booted and
+ * migrated live (the test passed in 151 s) at load 8; most likely the load, but two runs
+ * do not settle it.
+ */
+const iommuIn = { 0: [], 1: xenstoreds }[process.env.XENODE_XEN_IOMMU ?? ''] ?? ['xenstored'];
 /** Boots older than the last few are removed; a failed boot's folder is kept until then. */
 const keepRuns = 8;
 
@@ -128,12 +140,13 @@ function warmModuleCache() {
 }
 
 /** The QEMU command line of one boot. */
-function qemuArgs(image, share, nodeDir) {
+function qemuArgs(image, share, nodeDir, xenstored) {
   const xenCmdline = [
     'console=com1 com1=115200',
     `dom0_mem=${dom0Memory},max:${dom0Memory} dom0_max_vcpus=2`,
     'loglvl=all guest_loglvl=all',
-  ].join(' ');
+    process.env.XENODE_XEN_ARGS ?? '',
+  ].join(' ').trim();
   // -kernel/-initrd: multiboot; modules are separated by commas, each followed by its command line
   return [
     '-machine', 'q35', '-accel', 'tcg,thread=multi',
@@ -150,6 +163,13 @@ function qemuArgs(image, share, nodeDir) {
     '-virtfs', `local,path=${root},mount_tag=src,security_model=none,readonly=on,id=src`,
     '-virtfs', `local,path=${share},mount_tag=out,security_model=none,id=out`,
     '-virtfs', `local,path=${nodeDir},mount_tag=node,security_model=none,readonly=on,id=node`,
+    // An IOMMU, so that Xen can pass a PCI function through (xl dmesg: "I/O virtualisation
+    // enabled", xl info: virt_caps directio), and a function to pass: QEMU's `edu` device,
+    // which no driver in dom0 or in the test guest claims, at 00:10.0 where
+    // test/xen/tier.ts looks for it. Under TCG, VT-d with interrupt remapping needs no
+    // split irqchip (KVM does). See iommuIn for which boots get them.
+    ...(iommuIn.includes(xenstored) ? ['-device', 'intel-iommu,intremap=on', '-device', 'edu,addr=10.0'] : []),
+    ...(process.env.XENODE_XEN_QEMU_ARGS ?? '').split(/\s+/).filter(Boolean),
   ];
 }
 
@@ -190,7 +210,7 @@ function boot(image, xenstored, vitestArgs, warming) {
   const serial = join(dir, 'serial.log');
   const log = createWriteStream(serial);
   const start = Date.now();
-  const args = ['--kill-after=10', String(timeoutSeconds), 'qemu-system-x86_64', ...qemuArgs(image, share, nodeDir)];
+  const args = ['--kill-after=10', String(timeoutSeconds), 'qemu-system-x86_64', ...qemuArgs(image, share, nodeDir, xenstored)];
   writeFileSync(join(dir, 'qemu-command'), `timeout ${args.join(' ')}\n`);
   return new Promise((done) => {
     const qemu = spawn('timeout', args, { stdio: ['ignore', 'pipe', 'pipe'] });

@@ -20,7 +20,10 @@ export interface ToolstackSuiteFactory {
   readonly kernel: string;
   /** Upper bound for a guest's reaction (boot, shutdown), in ms. */
   readonly timeoutMs: number;
-  /** A PCI function the host can pass through (an SR-IOV VF), when it has one. */
+  /**
+   * A PCI function the host can pass through, bound to pciback, when it has one: an SR-IOV
+   * virtual function on a real host, QEMU's edu device in the real-Xen tier.
+   */
   readonly assignablePci?: string;
   /**
    * Added to every configuration the suite creates (real Xen: the guest's type, ramdisk
@@ -370,14 +373,20 @@ export function toolstackConformance(name: string, factory: ToolstackSuiteFactor
 
       it.skipIf(factory.assignablePci === undefined)('passes an SR-IOV virtual function through, once', async () => {
         const xen = await open();
-        const a = await xen.domains.create(config());
-        const b = await xen.domains.create(config());
+        // a function can be hot-plugged only into a domain created with IOMMU mappings, and
+        // libxl passes functions through to PV and HVM guests, not PVH ones
+        const a = await xen.domains.create(config({ type: 'pv', passthrough: 'enabled' }));
+        const b = await xen.domains.create(config({ type: 'pv', passthrough: 'enabled' }));
         const vf = factory.assignablePci as string;
         const dev = await a.attachPci(vf);
         expect(dev).toMatchObject({ kind: 'pci', backendState: 'connected' });
         await expectCode(a.attachPci(vf), 'XEN_ERROR_DEVICE_EXISTS');
         await expectCode(b.attachPci(vf), 'XEN_ERROR_FAIL');
         await a.detachDevice(dev);
+        // free again, but not for a domain created without passthrough
+        const plain = await xen.domains.create(config({ type: 'pv' }));
+        await expectCode(plain.attachPci(vf), 'XEN_ERROR_FAIL');
+        await plain.destroy();
         await b.attachPci({ bdf: vf, permissive: true });
         await expectCode(b.attachPci('ff:1f.7'), 'XEN_ERROR_FAIL');
       });

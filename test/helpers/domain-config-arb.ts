@@ -48,6 +48,7 @@ export const arbConfig: fc.Arbitrary<DomainConfig> = fc
       fc.record({ bus: fc.integer({ min: 0, max: 255 }), dev: fc.integer({ min: 0, max: 31 }), func: fc.constantFrom(0, 1, 7, '*' as const), vslot: fc.option(fc.integer({ min: 1, max: 31 }), { nil: undefined }), permissive: fc.boolean(), seize: fc.boolean() }),
       { selector: (p) => `${p.bus}:${p.dev}`, maxLength: 3 },
     ),
+    passthrough: fc.option(fc.constantFrom('enabled' as const, 'disabled' as const, 'sync_pt' as const, 'share_pt' as const), { nil: undefined }),
     onReboot: fc.option(fc.constantFrom('destroy' as const, 'rename-restart' as const, 'preserve' as const), { nil: undefined }),
     onCrash: fc.option(fc.constantFrom('restart' as const, 'coredump-destroy' as const), { nil: undefined }),
   })
@@ -73,6 +74,8 @@ export const arbConfig: fc.Arbitrary<DomainConfig> = fc
         ...(p.vslot ? { vslot: p.vslot } : {}), ...(p.permissive ? { permissive: true } : {}), ...(p.seize ? { seize: true } : {}),
       }));
     }
+    // libxl's rules: no shared tables for PV, no passthrough for PVH, no devices without an IOMMU
+    if (r.passthrough && !(r.passthrough === 'share_pt' && r.type === 'pv') && !(r.passthrough !== 'disabled' && r.type === 'pvh') && !(r.passthrough === 'disabled' && c.pcis)) c.passthrough = r.passthrough;
     if (r.onReboot) c.onReboot = r.onReboot;
     if (r.onCrash) c.onCrash = r.onCrash;
     return c;
@@ -87,6 +90,8 @@ export function canonical(c: DomainConfig): DomainConfig {
     if (cpus === undefined) delete out.cpus;
     else out.cpus = formatCpuList(cpus);
   }
+  // `disabled` is what libxl stores for a domain without devices anyway: it is not read back
+  if (out.passthrough === 'disabled') delete out.passthrough;
   if (out.vcpuAffinity) out.vcpuAffinity = out.vcpuAffinity.map((l) => formatCpuList(parseCpuList(l) ?? []));
   for (const n of out.nics ?? []) {
     if (n.rate) n.rate = formatRate(parseRate(n.rate));

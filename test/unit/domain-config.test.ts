@@ -92,6 +92,10 @@ describe('validateDomainConfig', () => {
     [{ pcis: [{ bdf: '03:00.1' }, { bdf: '03:00.*' }] }, 'pcis[1].bdf'],
     [{ pcis: [{ bdf: '03:00.*' }, { bdf: '03:00.1' }] }, 'pcis[1].bdf'],
     [{ pcis: [{ bdf: '03:00.0', vslot: 0x20 }] }, 'pcis[0].vslot'],
+    [{ passthrough: 'on' }, 'passthrough'],
+    [{ passthrough: 'share_pt' }, 'passthrough'],
+    [{ type: 'pvh', passthrough: 'enabled' }, 'passthrough'],
+    [{ passthrough: 'disabled', pcis: [{ bdf: '03:10.0' }] }, 'passthrough'],
     [{ onReboot: 'reboot' }, 'onReboot'],
     [{ maxmem: 1024 }, 'maxmem'],
   ])('rejects %j (field %s)', (patch, field) => {
@@ -161,6 +165,7 @@ describe('parseXlConfig', () => {
     ['name = "x"\nmemory = 512\nkernel="/k"\ncpus = "nodes:1"\n', 'cpus'],
     ['name = "x"\nmemory = [ 512 ]\n', 'memory'],
     ['name = "x"\nmemory = 512\n', 'kernel'],
+    ['name = "x"\nmemory = 512\nkernel="/k"\npassthrough = "yes"\n', 'passthrough'],
   ])('rejects broken config %j (key %s)', (text, key) => {
     expect(configError(() => parseXlConfig(text)).field).toBe(key);
   });

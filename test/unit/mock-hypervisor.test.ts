@@ -204,6 +204,21 @@ describe('domids and memory', () => {
     expect(host.pciDevices().find((d) => d.bdf === '0000:03:10.0')?.domid).toBeUndefined();
   });
 
+  it('hot-plugs a PCI function only into a domain created with passthrough, as Xen does', async () => {
+    const { host, xen } = await setup();
+    const plain = await xen.domains.create(web);
+    await expect(plain.attachPci('03:10.1')).rejects.toMatchObject({ code: 'XEN_ERROR_FAIL', message: expect.stringContaining('without passthrough') });
+    expect(host.pciDevices().find((d) => d.bdf === '0000:03:10.1')?.domid).toBeUndefined();
+    const ready = await xen.domains.create({ ...web, name: 'web-pt', passthrough: 'enabled' });
+    expect(await ready.attachPci('03:10.1')).toMatchObject({ kind: 'pci', config: { bdf: '0000:03:10.1' } });
+    // what libxl stores: the mode it chose, separate IOMMU tables for a PV guest
+    expect((await ready.config()).passthrough).toBe('sync_pt');
+    expect((await plain.config()).passthrough).toBeUndefined();
+    // created with devices, a domain has passthrough unless it asks for none
+    const withDevice = await xen.domains.create({ ...web, name: 'web-dev', pcis: [{ bdf: '03:10.2' }] });
+    expect(await withDevice.attachPci('03:10.3')).toMatchObject({ kind: 'pci' });
+  });
+
   it('rejects a bad timing option', async () => {
     await expect(MockHost.create({ timing: 'slow' as 'instant' })).rejects.toBeInstanceOf(TypeError);
   });

@@ -8,7 +8,7 @@
  * see {@link xenstored} — xenconsoled, dom0 introduced), `xl` and the xenstore-* tools
  * on $PATH, XENODE_BACKEND=native, CI=true, and the test guest's files below.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { run, type RunResult } from '../helpers/run.js';
 
 if (process.env.XENODE_XEN_TIER !== '1') {
@@ -71,6 +71,17 @@ export async function xlInfo(): Promise<Map<string, string>> {
   }
   return info;
 }
+
+/**
+ * The PCI function dom0 can pass through: QEMU's `edu` device (1234:11e8, no driver in
+ * dom0 or in the guest) behind the emulated VT-d IOMMU that scripts/xen/run.mjs gives
+ * the C xenstored boot (XENODE_XEN_IOMMU), or undefined when this boot has none.
+ */
+export const assignablePci: string | undefined = (() => {
+  const dir = '/sys/bus/pci/devices/0000:00:10.0';
+  if (!existsSync(dir)) return undefined;
+  return readTrimmed(`${dir}/vendor`) === '0x1234' && readTrimmed(`${dir}/device`) === '0x11e8' ? '0000:00:10.0' : undefined;
+})();
 
 /** Reads a small file, trimmed. */
 export function readTrimmed(path: string): string {

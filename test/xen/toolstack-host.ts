@@ -7,8 +7,8 @@
  * boots take about as long.
  *
  * The guest is the tier's busybox PV guest (test/xen/tier.ts `guest`, its /init is
- * scripts/xen/image/guest-init): it loads xen-blkfront and xen-netfront (netfront with up
- * to four queues), prints `XENODE_GUEST ready` on its console, then runs a login prompt
+ * scripts/xen/image/guest-init): it loads xen-blkfront, xen-netfront (with up to four
+ * queues) and xen-pcifront, prints `XENODE_GUEST ready` on its console, then runs a login prompt
  * there (busybox getty) and prints what dom0 writes to its data/xenode/say, and idles
  * until asked to shut down. So, on this host:
  * - devices: {@link setUpDevices} puts raw images on loop devices behind the /srv paths
@@ -30,10 +30,11 @@
  *   SysRq functions (kernel.sysrq 438, not the crash key), so the guest's command line
  *   carries `sysrq_always_enabled`; its panic reaches Xen as a crash. SysRq `b` and `o`
  *   make it reboot or power off.
+ * - PCI passthrough: toolstack.test.ts adds the boot's assignable function (see there).
  * What it cannot do is declared, with the reason (CI=true: nothing is skipped silently):
- * - no `assignablePci`: Xen assigns a PCI device only behind an IOMMU, and QEMU's q35
- *   machine gives it none here (xl dmesg: "I/O virtualisation disabled"), nor an SR-IOV
- *   function to bind to pciback.
+ * - `liveMigration`: Debian's Xen 4.17 has no shadow paging, so the PV guest cannot enter
+ *   log-dirty mode; the suite checks that its live migration is refused and moves it with
+ *   `live: false` (migrate.test.ts migrates a PVH guest live).
  */
 import { mkdirSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { type Xen, connect } from '../../lib/index.js';
