@@ -345,7 +345,7 @@ export class NativeToolstack implements ToolstackConnection {
       const mine = this.served.get(domid);
       if (mine === undefined || mine.size === 0) return config;
       // libxl knows nothing of the disks served here: add them, naming the image served now.
-      const served: DiskConfig[] = [...mine.values()].map((h) => ({ target: h.path, vdev: h.vdev, format: 'vhd', ...(h.readOnly ? { access: 'ro' as const } : {}) }));
+      const served = this.servedConfigs(domid);
       const order = this.diskOrder.get(domid) ?? [];
       const rank = (d: DiskConfig) => {
         const i = order.indexOf(d.vdev);
@@ -373,31 +373,48 @@ export class NativeToolstack implements ToolstackConnection {
       const free = (await this.xc.physinfo()).freeMemoryKb;
       if (kib(config.memory) > free) throw XenError.fromErrno('ENOMEM', { op: 'domains.create', path: config.name });
       await this.startWatching().catch(() => undefined);
-      // A missing image or one that is no VHD fails here, before any domain exists.
-      const images = await openImages(own);
-      let domid: number;
+      const order = own.length > 0 ? (config.disks ?? []).map((d) => d.vdev) : undefined;
       try {
-        domid = await this.libxl.createDomain(json as LibxlJson, { paused: true });
-      } catch (err) {
-        await closeImages(images);
-        throw err;
-      }
-      this.managed.set(domid, true);
-      if (own.length > 0) this.diskOrder.set(domid, (config.disks ?? []).map((d) => d.vdev));
-      try {
-        await this.serveDisks(domid, own, images, signal);
-        if (signal?.aborted) throw abortError(signal);
-        await this.libxl.unpauseDomain(domid);
-      } catch (err) {
-        this.managed.delete(domid);
-        await this.libxl.destroyDomain(domid).catch(() => undefined);
-        await this.endServed(domid);
+        return await this.buildServing(json as LibxlJson, own, order, signal);
+      } finally {
         this.kick();
-        throw err;
       }
-      this.kick();
-      return domid;
     });
+  }
+
+  /**
+   * Builds the domain `json` paused, serves it `disks` (the ones libxl is not given; `order`
+   * is the vdev order of its whole configuration), then unpauses it. A missing image or one
+   * that is no VHD fails before any domain exists; a later failure (or `signal`) destroys
+   * the domain and closes every image. Resolves with the new domid.
+   */
+  private async buildServing(json: LibxlJson, disks: readonly DiskConfig[], order: string[] | undefined, signal?: AbortSignal): Promise<number> {
+    const images = await openImages(disks);
+    let domid: number;
+    try {
+      domid = await this.libxl.createDomain(json, { paused: true });
+    } catch (err) {
+      await closeImages(images);
+      throw err;
+    }
+    this.managed.set(domid, true);
+    if (order !== undefined) this.diskOrder.set(domid, order);
+    try {
+      await this.serveDisks(domid, disks, images, signal);
+      if (signal?.aborted) throw abortError(signal);
+      await this.libxl.unpauseDomain(domid);
+    } catch (err) {
+      this.managed.delete(domid);
+      await this.libxl.destroyDomain(domid).catch(() => undefined);
+      await this.endServed(domid);
+      throw err;
+    }
+    return domid;
+  }
+
+  /** The disks served here for `domid`, as configuration naming the image each serves now. */
+  private servedConfigs(domid: number): DiskConfig[] {
+    return [...(this.served.get(domid)?.values() ?? [])].map((h) => ({ target: h.path, vdev: h.vdev, format: 'vhd', ...(h.readOnly ? { access: 'ro' as const } : {}) }));
   }
 
   /** See {@link ToolstackConnection.useDiskServer}. */
@@ -838,28 +855,11 @@ export class NativeToolstack implements ToolstackConnection {
     this.managed.delete(domid);
     // The disks served here go with the domain and, on a restart, come back on the image
     // they serve now (a live snapshot's child).
-    const own = [...(this.served.get(domid)?.values() ?? [])].map((h): DiskConfig => ({ target: h.path, vdev: h.vdev, format: 'vhd', ...(h.readOnly ? { access: 'ro' as const } : {}) }));
+    const own = this.servedConfigs(domid);
     const order = this.diskOrder.get(domid);
     await this.libxl.destroyDomain(domid);
     await this.endServed(domid);
-    if (action === 'restart' || action === 'rename-restart' || action === 'coredump-restart') {
-      const images = await openImages(own);
-      const newDomid = await this.libxl.createDomain(json as LibxlJson, { paused: true }).catch(async (err: unknown) => {
-        await closeImages(images);
-        throw err;
-      });
-      this.managed.set(newDomid, true);
-      if (order !== undefined) this.diskOrder.set(newDomid, order);
-      try {
-        await this.serveDisks(newDomid, own, images);
-        await this.libxl.unpauseDomain(newDomid);
-      } catch (err) {
-        this.managed.delete(newDomid);
-        await this.libxl.destroyDomain(newDomid).catch(() => undefined);
-        await this.endServed(newDomid);
-        throw err;
-      }
-    }
+    if (action === 'restart' || action === 'rename-restart' || action === 'coredump-restart') await this.buildServing(json as LibxlJson, own, order);
     this.kick();
   }
 
