@@ -2,7 +2,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { BAT_UNUSED, encodeBat, ownBat } from './bat.js';
 import { BATMAP_HEADER_SIZE, encodeBatmapHeader } from './batmap.js';
 import { allSet, setBit, testBit } from './bitmap.js';
-import { writeAll } from './create.js';
+import { writeAll, writeAllv } from './create.js';
 import { type VhdFooter, encodeFooter } from './footer.js';
 import { type SparseLayout, readExact, readInto } from './image.js';
 
@@ -33,6 +33,10 @@ interface Piece {
 export class SparseBlocks {
   private readonly bitmaps = new Map<number, Buffer>();
   private readonly bmSectors: number;
+  /** Set by {@link deferMetadata}: BAT entries, batmap bits and the end footer wait for {@link writeMetadata}. */
+  private deferred = false;
+  /** New blocks whose BAT entry (and, when full, batmap bit) is not written yet. */
+  private pending: number[] = [];
 
   constructor(
     private readonly fh: FileHandle,
@@ -99,10 +103,47 @@ export class SparseBlocks {
     }
     for (const { block, bm } of changed) await writeAll(this.fh, bm, (this.layout.bat[block] as number) * 512);
     const placed = fresh.length > 0 ? await this.place(fresh) : [];
+    if (this.deferred) {
+      for (const { block } of placed) this.pending.push(block);
+      // A rewritten block that became full: its batmap bit is set with the new blocks' bits.
+      for (const { block, bm } of changed) if (allSet(bm, spb)) this.pending.push(block);
+      return;
+    }
     const full = [...changed, ...placed].filter(({ bm }) => allSet(bm, spb)).map(({ block }) => block);
     if (placed.length > 0) await this.writeBatRange(placed[0]!.block, placed[placed.length - 1]!.block);
     await this.markFull(full);
     if (placed.length > 0) await writeAll(this.fh, encodeFooter(this.footer), this.footerOffset);
+  }
+
+  /**
+   * From now on, writes put only data and sector bitmaps in the file; the BAT entries of new
+   * blocks, their batmap bits and the moved end footer are written by {@link writeMetadata},
+   * once for all. Only for an image no one else can see yet (the temporary file of an import
+   * or a convert, renamed into place when complete): until then the file on disk does not
+   * point at its new blocks, so a crash leaves a file that is thrown away in any case. Reads
+   * through this object see every write at once (the BAT is kept in memory).
+   */
+  deferMetadata(): void {
+    this.deferred = true;
+  }
+
+  /** Writes what {@link deferMetadata} held back: BAT entries, batmap, end footer. */
+  async writeMetadata(): Promise<void> {
+    if (this.pending.length === 0) return;
+    const blocks = this.pending;
+    this.pending = [];
+    let low = Infinity;
+    let high = -1;
+    for (const b of blocks) {
+      low = Math.min(low, b);
+      high = Math.max(high, b);
+    }
+    await this.writeBatRange(low, high);
+    const spb = this.layout.sectorsPerBlock;
+    const full: number[] = [];
+    for (const b of blocks) if (allSet(await this.bitmap(b), spb)) full.push(b);
+    await this.markFull(full);
+    await writeAll(this.fh, encodeFooter(this.footer), this.footerOffset);
   }
 
   /** Replaces the footer: at the end of the file, then the copy at 0. */
@@ -154,12 +195,8 @@ export class SparseBlocks {
       const bm = Buffer.alloc(this.layout.bitmapBytes);
       setRange(bm, first, count);
       if (first === 0) {
-        // Bitmap and data are adjacent: one write when the data is small enough to copy cheaply.
-        if (data.length <= 64 * 1024) await writeAll(this.fh, Buffer.concat([bm, data]), start);
-        else {
-          await writeAll(this.fh, bm, start);
-          await writeAll(this.fh, data, start + this.layout.bitmapBytes);
-        }
+        // Bitmap and data are adjacent: one write.
+        await writeAllv(this.fh, [bm, data], start);
       } else {
         // Unwritten parts of the block stay holes, which read as the zeros the spec asks for.
         await writeAll(this.fh, bm, start);

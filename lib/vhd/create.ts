@@ -95,6 +95,21 @@ export async function writeAll(fh: FileHandle, buf: Buffer, offset: number): Pro
 }
 
 /**
+ * Writes `bufs` one after another from `offset`, in one `pwritev` where the kernel takes it
+ * all (the usual case): a block's bitmap and its data go out together, without copying them
+ * into one buffer. What a short write leaves is written by {@link writeAll}.
+ */
+export async function writeAllv(fh: FileHandle, bufs: Buffer[], offset: number): Promise<void> {
+  let written = (await fh.writev(bufs, offset)).bytesWritten;
+  let at = offset;
+  for (const buf of bufs) {
+    if (written < buf.length) await writeAll(fh, buf.subarray(written), at + written);
+    written = Math.max(0, written - buf.length);
+    at += buf.length;
+  }
+}
+
+/**
  * Writes a new, empty VHD at `path`. The image is written front to back (footer copy,
  * header, BAT, batmap, parent locators, end footer) into a temporary file beside `path`,
  * made durable, and only then put in place: with `replace`, renamed over whatever is there

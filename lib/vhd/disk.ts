@@ -221,7 +221,9 @@ export class VirtualDisk {
         const file = untouchedFileStream(source);
         try {
           const direct = file === undefined ? undefined : fileBlocks(file);
+          disk.deferMetadata();
           bytesWritten = await importInto(disk, direct?.blocks ?? source, size, options, type === 'fixed', direct?.release);
+          await disk.writeDeferred();
         } finally {
           if (file !== undefined) (source as Readable).destroy();
         }
@@ -280,7 +282,9 @@ export class VirtualDisk {
         await writeNewImage(tmp, { size, type, blockSize: DEFAULT_BLOCK_SIZE, allocate: false }, false, files);
         const target = await VirtualDisk.open(tmp, { format: type === 'raw' ? 'raw' : 'vhd', [internalOptions]: { files } } as OpenDiskOptions);
         try {
+          target.deferMetadata();
           bytesWritten = await copyDisk(source, (o, l) => source.holdsData(o, l), target, options, type === 'fixed');
+          await target.writeDeferred();
           if (sync !== false) await target.flush();
         } finally {
           await target.close();
@@ -716,6 +720,20 @@ export class VirtualDisk {
     this.image = image;
     this.footer = image.footer;
     this.blocks = image.sparse ? new SparseBlocks(this.fh, this.path, image.sparse, image.footerOffset, image.footer) : undefined;
+  }
+
+  /**
+   * Defers the BAT, batmap and footer updates of writes until {@link writeDeferred} (see
+   * SparseBlocks.deferMetadata): only for the temporary file an import or a convert fills,
+   * which is thrown away unless the copy completes. Each new block then costs one write.
+   */
+  private deferMetadata(): void {
+    this.blocks?.deferMetadata();
+  }
+
+  /** Writes what {@link deferMetadata} held back, after the writes queued before it. */
+  private async writeDeferred(): Promise<void> {
+    await this.exclusive(async () => this.blocks?.writeMetadata());
   }
 
   private chainDepth(): number {

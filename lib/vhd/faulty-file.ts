@@ -105,9 +105,11 @@ export class FaultyFiles implements VhdFiles {
     const what = describe(op, name, args);
     if (this.operations >= this.crashAfter) {
       if (this.tear && op === 'write' && this.attempted === this.operations + 1) await this.tearWrite(args, run);
+      if (this.tear && op === 'writev' && this.attempted === this.operations + 1) await this.tearWritev(args, run);
       if (this.mode === 'throw') throw new SimulatedCrash(what, this.attempted);
       // Dropped: report what a successful call would have.
       if (op === 'write') return { bytesWritten: writtenLength(args), buffer: args[0] };
+      if (op === 'writev') return { bytesWritten: vectorLength(args), buffers: args[0] };
       return undefined;
     }
     this.operations++;
@@ -130,6 +132,31 @@ export class FaultyFiles implements VhdFiles {
       args[2] = saved;
     }
   }
+
+  /** A torn `writev`: the bytes up to the first 4 KiB boundary of the file reach it, as for {@link tearWrite}. */
+  private async tearWritev(args: unknown[], run: () => unknown): Promise<void> {
+    const [bufs, position] = args as [Uint8Array[], number | null | undefined];
+    if (!Array.isArray(bufs) || typeof position !== 'number') return;
+    let prefix = Math.ceil((position + 1) / 4096) * 4096 - position;
+    if (prefix >= vectorLength(args)) return;
+    const cut: Uint8Array[] = [];
+    for (const b of bufs) {
+      if (prefix <= 0) break;
+      cut.push(b.subarray(0, Math.min(b.length, prefix)));
+      prefix -= b.length;
+    }
+    args[0] = cut;
+    try {
+      await run();
+      this.torn = true;
+    } finally {
+      args[0] = bufs;
+    }
+  }
+}
+
+function vectorLength(args: unknown[]): number {
+  return (args[0] as Uint8Array[]).reduce((n, b) => n + b.length, 0);
 }
 
 function baseName(path: string): string {
@@ -144,6 +171,7 @@ function writtenLength(args: unknown[]): number {
 
 function describe(op: string, name: string, args: unknown[]): string {
   if (op === 'write') return `write ${writtenLength(args)}@${String(args[3])} ${name}`;
+  if (op === 'writev') return `writev ${vectorLength(args)}@${String(args[1])} ${name}`;
   if (op === 'truncate') return `truncate ${String(args[0])} ${name}`;
   return `${op} ${name}`;
 }

@@ -12,8 +12,11 @@ import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { VirtualDisk, XenError } from '../../lib/index.js';
+import { type ImportDiskOptions, VirtualDisk, XenError } from '../../lib/index.js';
 import { bitmapRuns, setRange } from '../../lib/vhd/blocks.js';
+import { writeAllv } from '../../lib/vhd/create.js';
+import { FaultyFiles } from '../../lib/vhd/faulty-file.js';
+import { internalOptions } from '../../lib/vhd/files.js';
 import { setBit, testBit } from '../../lib/vhd/bitmap.js';
 
 const MiB = 1024 * 1024;
@@ -144,15 +147,27 @@ describe('batched writes', () => {
     const probe = await open(path, 'r');
     const proto = Object.getPrototypeOf(probe) as FileHandle;
     await probe.close();
-    // Every image write goes through FileHandle.write: record where each one lands.
+    // Every image write goes through FileHandle.write or writev: record where each one lands.
     const spy = vi.spyOn(proto, 'write');
+    const vspy = vi.spyOn(proto, 'writev');
     let calls: unknown[][];
+    let vcalls: unknown[][];
     try {
       await disk.write(512, bytes(6 * MiB, 2)); // the rest of block 0, blocks 1-2, part of block 3
     } finally {
       calls = [...spy.mock.calls];
+      vcalls = [...vspy.mock.calls];
       spy.mockRestore();
+      vspy.mockRestore();
     }
+    // Each new block (1, 2, and 3 from its first sector) is its bitmap and data in one
+    // writev, the data 4 KiB-aligned; all of them before the BAT is written.
+    expect(vcalls).toHaveLength(3);
+    for (const [bufs, at] of vcalls as Array<[Buffer[], number]>) {
+      expect(bufs.map((b) => b.length)).toEqual([512, bufs[1]!.length]);
+      expect((at + 512) % 4096).toBe(0);
+    }
+    expect(vcalls.map((c) => (c[0] as Buffer[])[1]!.length)).toEqual([2 * MiB, 2 * MiB, 512]);
     const end = (await stat(path)).size - 512;
     const kinds = calls.map((args) => {
       const at = args[3] as number;
@@ -186,6 +201,30 @@ describe('batched writes', () => {
     const reopened = await VirtualDisk.open(path, { readOnly: true });
     expect(reopened.info().allocatedBytes).toBe(8 * MiB);
     await reopened.close();
+  });
+});
+
+describe('writeAllv', () => {
+  it('writes what a short pwritev left, from where it stopped, in order', async () => {
+    const file = Buffer.alloc(64);
+    const ops: string[] = [];
+    // A file handle whose writev takes 5 bytes only, and whose write takes 3 at a time.
+    const fh = {
+      writev: async (bufs: Buffer[], at: number) => {
+        Buffer.concat(bufs).copy(file, at, 0, 5);
+        ops.push(`writev 5@${at}`);
+        return { bytesWritten: 5, buffers: bufs };
+      },
+      write: async (buf: Buffer, off: number, len: number, at: number) => {
+        const n = Math.min(3, len);
+        buf.copy(file, at, off, off + n);
+        ops.push(`write ${n}@${at}`);
+        return { bytesWritten: n, buffer: buf };
+      },
+    } as unknown as FileHandle;
+    await writeAllv(fh, [Buffer.from('abcd'), Buffer.from('efgh'), Buffer.from('ij')], 10);
+    expect(file.subarray(10, 20).toString()).toBe('abcdefghij');
+    expect(ops).toEqual(['writev 5@10', 'write 3@15', 'write 2@18']);
   });
 });
 
@@ -261,6 +300,23 @@ describe('VirtualDisk.import', () => {
       if (type === 'fixed') expect((await stat(path)).blocks * 512).toBeGreaterThanOrEqual(size);
     });
   }
+
+  it('writes each data block once, and the BAT, batmap and footer once at the end', async () => {
+    const size = 16 * MiB;
+    const data = rawImage(size, [0, 3, 4, 7]);
+    const path = fresh();
+    const files = new FaultyFiles(); // counts and logs every persisting operation
+    await VirtualDisk.import(path, chunked(data, [2 * MiB]), { type: 'dynamic', size, [internalOptions]: { files } } as ImportDiskOptions);
+    // The new image (header, BAT, batmap, footers; synced), then one writev per data block,
+    // then the BAT, the batmap and the end footer, the sync and the rename.
+    const after = files.log.slice(files.log.findIndex((op) => op.startsWith('writev')));
+    expect(after.map((op) => op.split(' ')[0])).toEqual(['writev', 'writev', 'writev', 'writev', 'write', 'write', 'write', 'datasync', 'rename']);
+    const disk = await VirtualDisk.open(path, { readOnly: true });
+    expect((await disk.read(0, size)).equals(data)).toBe(true);
+    expect(disk.info().allocatedBytes).toBe(8 * MiB);
+    await disk.close();
+    expect(await VirtualDisk.check(path)).toEqual([]);
+  });
 
   it('takes the size from a fs.ReadStream of a whole file, and needs it otherwise', async () => {
     const raw = fresh('raw');
