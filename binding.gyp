@@ -10,6 +10,7 @@
       'sources': [
         'native/addon.cc',
         'native/errors.cc',
+        'native/fsops.cc',
         'native/libxl.cc',
         'native/libxl_ops.cc',
         'native/libxl_validate.cc',

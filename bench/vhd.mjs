@@ -14,8 +14,9 @@
 //   4 KiB   random reads, then writes, through VirtualDisk on the imported dynamic VHD vs the
 //           same offsets on the raw file through a FileHandle, one at a time; and
 //           `qemu-img bench -d 1 -s 4K` (strided, not random: qemu has no random mode)
-//   snapshot  disk.snapshot() of a dynamic disk of 1 GiB and of 1 TiB (5 each, median), and the
-//           ratio 1 TiB / 1 GiB: snapshot must not depend on the disk's size
+//   snapshot  disk.snapshot() of a dynamic disk of 1 GiB and of 1 TiB (5 each, taking turns,
+//           after a sync; median), and the ratio 1 TiB / 1 GiB: snapshot must not depend on
+//           the disk's size
 //   live    domain.snapshotDisk() on the mock host of a running domain's 1 GiB and 1 TiB VHD
 //           (5 each, median): the call's time and the pause window it reports (pausedMs)
 // --check exits 1 when a figure misses its target (import/export ratio <= 1, snapshot < 15 ms,
@@ -163,23 +164,35 @@ try {
   const qemuIops = { read: qemuBench(join(dir, 'q.vhd'), false), write: qemuBench(join(dir, 'q.vhd'), true) };
 
   // Snapshots: a chain of 5 on a disk of each size; only metadata, so the sizes are nominal.
-  const snapshot = {};
-  for (const [label, bytes] of [['1 GiB', 1024 ** 3], ['1 TiB', 1024 ** 4]]) {
-    let cur = await VirtualDisk.create(join(dir, `snap-${label}-0.vhd`).replace(' ', ''), { size: bytes, type: 'dynamic' });
+  // The gigabytes the steps above wrote are made durable first (their writeback would
+  // otherwise land on whichever size is measured while it runs), and the two sizes take turns,
+  // so that what the machine does meanwhile weighs on both alike.
+  execFileSync('sync');
+  const sizes = [['1 GiB', 1024 ** 3], ['1 TiB', 1024 ** 4]];
+  const chains = {};
+  const times = {};
+  for (const [label, bytes] of sizes) {
+    const cur = await VirtualDisk.create(join(dir, `snap-${label}-0.vhd`).replace(' ', ''), { size: bytes, type: 'dynamic' });
     await cur.write(0, randomBytes(4096));
-    const times = [];
-    const opened = [cur];
-    for (let i = 1; i <= 5; i++) {
+    chains[label] = [cur];
+    times[label] = [];
+  }
+  for (let i = 1; i <= 5; i++) {
+    for (const [label] of sizes) {
+      const chain = chains[label];
+      const cur = chain[chain.length - 1];
       let child;
       // A clean parent: what it still had to write (the previous child's BAT, left to the
       // first flush) is its own pending work, not this snapshot's.
       await cur.flush();
-      times.push(await timed(async () => (child = await cur.snapshot(join(dir, `snap-${label}-${i}.vhd`).replace(' ', '')))));
-      cur = child;
-      opened.push(cur);
+      times[label].push(await timed(async () => (child = await cur.snapshot(join(dir, `snap-${label}-${i}.vhd`).replace(' ', '')))));
+      chain.push(child);
     }
-    for (const d of opened) await d.close();
-    snapshot[label] = median(times);
+  }
+  const snapshot = {};
+  for (const [label] of sizes) {
+    for (const d of chains[label]) await d.close();
+    snapshot[label] = median(times[label]);
   }
 
   // Live snapshots: the same sizes, attached to a running domain of the mock host, whose

@@ -63,6 +63,9 @@ void AddonState::CleanupStep() {
 // libxl reads and writes a migration stream on a file descriptor of its own (in its save
 // helper process); JavaScript carries the bytes between that pipe and the user's stream.
 // Both ends close on exec, so no other child inherits them (libxl passes its end on).
+// fsops.cc
+Napi::Value ExchangeFiles(const Napi::CallbackInfo& info);
+
 static Napi::Value MakePipe(const Napi::CallbackInfo& info) {
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) != 0) {
@@ -107,6 +110,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("openLibxl", Napi::Function::New(env, OpenLibxl, "openLibxl"));
   exports.Set("validateLibxlJson", Napi::Function::New(env, ValidateLibxlJson, "validateLibxlJson"));
   exports.Set("makePipe", Napi::Function::New(env, MakePipe, "makePipe"));
+  exports.Set("exchangeFiles", Napi::Function::New(env, ExchangeFiles, "exchangeFiles"));
   return exports;
 }
 

@@ -347,6 +347,8 @@ export interface NativeAddon {
   validateLibxlJson?(type: LibxlJsonType, json: string): Promise<string>;
   /** `pipe2(O_CLOEXEC)`: `[readFd, writeFd]`, blocking, for libxl's save and migration streams. Absent from older builds. */
   makePipe?(): [number, number];
+  /** renameat2(a, b, RENAME_EXCHANGE): swaps two names atomically (absent from builds before it). */
+  exchangeFiles?(a: string, b: string): Promise<void>;
   /** The class of libxl contexts; not constructible from JavaScript. */
   readonly XlHandle?: abstract new (...args: never[]) => XlHandle;
 }

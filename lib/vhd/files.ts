@@ -1,4 +1,5 @@
 import { type FileHandle, link, open, rename, rm } from 'node:fs/promises';
+import { loadAddon } from '../native/load.js';
 
 /**
  * How the VHD engine reaches the file system: every image file it opens (disks, their
@@ -12,16 +13,65 @@ import { type FileHandle, link, open, rename, rm } from 'node:fs/promises';
  */
 export interface VhdFiles {
   open(path: string, flags: 'r' | 'r+' | 'wx'): Promise<FileHandle>;
+  /** Puts the file at `from` in place at `to`, atomically, as rename(2) does; `from` is gone after. */
   rename(from: string, to: string): Promise<void>;
   link(existing: string, newPath: string): Promise<void>;
   /** Removes a file if it is there (`rm -f`). */
   remove(path: string): Promise<void>;
 }
 
+/** The addon's renameat2(RENAME_EXCHANGE), null where the addon is not built (or predates it). */
+let exchanger: ((a: string, b: string) => Promise<void>) | null | undefined;
+
+function exchangeFiles(): ((a: string, b: string) => Promise<void>) | null {
+  if (exchanger === undefined) {
+    try {
+      const addon = loadAddon();
+      exchanger = typeof addon.exchangeFiles === 'function' ? addon.exchangeFiles.bind(addon) : null;
+    } catch {
+      exchanger = null;
+    }
+  }
+  return exchanger;
+}
+
+/** Codes of a file system or kernel without RENAME_EXCHANGE, or of `to` not being there: rename instead. */
+const RENAME_INSTEAD = new Set(['ENOENT', 'EINVAL', 'ENOSYS', 'ENOTSUP', 'EOPNOTSUPP']);
+
+/**
+ * Puts `from` in place at `to`. Over an existing file: exchanges the two names
+ * (renameat2 RENAME_EXCHANGE, through the native addon), then removes the old file under
+ * `from`'s name. Atomic for `to` as rename(2) is, but cheaper on ext4: a rename over an
+ * existing file makes ext4 (auto_da_alloc) write out the new file's delayed-allocation data
+ * inside the call, hundreds of milliseconds for a gigabyte image; an exchange does not. A
+ * crash between the two steps leaves the old image under the temporary name, which is what
+ * a crash may leave anyway. Plain rename(2) where `to` does not exist, without the addon,
+ * or on a file system that cannot exchange.
+ */
+export async function replaceFile(from: string, to: string): Promise<void> {
+  const exchange = exchangeFiles();
+  if (exchange !== null) {
+    let exchanged = false;
+    try {
+      await exchange(from, to);
+      exchanged = true;
+    } catch (err) {
+      if (!RENAME_INSTEAD.has((err as { code?: string }).code ?? '')) throw err;
+    }
+    if (exchanged) {
+      // `to` is the new image now, whatever happens here: a failure to remove the old one
+      // leaves it under the temporary name, as a crash would.
+      await rm(from, { force: true }).catch(() => undefined);
+      return;
+    }
+  }
+  await rename(from, to);
+}
+
 /** @internal */
 export const nodeFiles: VhdFiles = {
   open: (path, flags) => open(path, flags),
-  rename: (from, to) => rename(from, to),
+  rename: replaceFile,
   link: (existing, newPath) => link(existing, newPath),
   remove: (path) => rm(path, { force: true }),
 };

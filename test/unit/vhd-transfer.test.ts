@@ -16,7 +16,8 @@ import { type ImportDiskOptions, VirtualDisk, XenError } from '../../lib/index.j
 import { bitmapRuns, setRange } from '../../lib/vhd/blocks.js';
 import { writeAllv } from '../../lib/vhd/create.js';
 import { FaultyFiles } from '../../lib/vhd/faulty-file.js';
-import { internalOptions } from '../../lib/vhd/files.js';
+import { internalOptions, replaceFile } from '../../lib/vhd/files.js';
+import { loadAddon } from '../../lib/native/load.js';
 import { setBit, testBit } from '../../lib/vhd/bitmap.js';
 
 const MiB = 1024 * 1024;
@@ -225,6 +226,35 @@ describe('writeAllv', () => {
     await writeAllv(fh, [Buffer.from('abcd'), Buffer.from('efgh'), Buffer.from('ij')], 10);
     expect(file.subarray(10, 20).toString()).toBe('abcdefghij');
     expect(ops).toEqual(['writev 5@10', 'write 3@15', 'write 2@18']);
+  });
+});
+
+describe('replacing a file', () => {
+  it('the addon swaps two names atomically (renameat2 RENAME_EXCHANGE), and says why it cannot', async () => {
+    const addon = loadAddon();
+    const [a, b] = [fresh('a'), fresh('b')];
+    await writeFile(a, 'first');
+    await writeFile(b, 'second');
+    await addon.exchangeFiles!(a, b);
+    expect([await readFile(a, 'utf8'), await readFile(b, 'utf8')]).toEqual(['second', 'first']);
+    await expect(addon.exchangeFiles!(a, fresh('missing'))).rejects.toMatchObject({ code: 'ENOENT' });
+    expect(() => addon.exchangeFiles!(a, 7 as unknown as string)).toThrow(TypeError);
+    expect(() => addon.exchangeFiles!('a\0b', b)).toThrow(TypeError);
+  });
+
+  it('puts the new file in place over the old one, leaving no other name behind', async () => {
+    const sub = await mkdtemp(join(dir, 'replace-'));
+    await writeFile(join(sub, '.new.tmp'), 'new');
+    await writeFile(join(sub, 'disk.vhd'), 'old');
+    await replaceFile(join(sub, '.new.tmp'), join(sub, 'disk.vhd'));
+    expect(await readFile(join(sub, 'disk.vhd'), 'utf8')).toBe('new');
+    expect(await readdir(sub)).toEqual(['disk.vhd']);
+    // Nothing there yet: a rename; no source: ENOENT, and nothing changes.
+    await writeFile(join(sub, '.other.tmp'), 'other');
+    await replaceFile(join(sub, '.other.tmp'), join(sub, 'other.vhd'));
+    expect((await readdir(sub)).sort()).toEqual(['disk.vhd', 'other.vhd']);
+    await expect(replaceFile(join(sub, 'missing'), join(sub, 'disk.vhd'))).rejects.toMatchObject({ code: 'ENOENT' });
+    expect(await readFile(join(sub, 'disk.vhd'), 'utf8')).toBe('new');
   });
 });
 
