@@ -283,7 +283,12 @@ export class VirtualDisk {
         const target = await VirtualDisk.open(tmp, { format: type === 'raw' ? 'raw' : 'vhd', [internalOptions]: { files } } as OpenDiskOptions);
         try {
           target.deferMetadata();
-          bytesWritten = await copyDisk(source, (o, l) => source.holdsData(o, l), target, options, type === 'fixed');
+          const reader = {
+            size: source.size,
+            read: (o: number, l: number) => source.read(o, l),
+            readInto: (o: number, out: Buffer, l: number) => source.exclusive(() => source.readInto(o, out, 0, l, false)),
+          };
+          bytesWritten = await copyDisk(reader, (o, l) => source.holdsData(o, l), target, options, type === 'fixed');
           await target.writeDeferred();
           if (sync !== false) await target.flush();
         } finally {

@@ -72,6 +72,8 @@ export interface DiskReadStreamOptions {
 interface CopySource {
   readonly size: number;
   read(offset: number, length: number): Promise<Buffer>;
+  /** Reads `length` bytes at `offset` into the start of `out` (a buffer the copy reuses). */
+  readInto?(offset: number, out: Buffer, length: number): Promise<void>;
 }
 
 /** The part of a disk a copy writes to. */
@@ -134,21 +136,50 @@ export async function copyDisk(
   const zeros = Buffer.alloc(step);
   const total = source.size;
   let written = 0;
-  for (let offset = 0, steps = 0; offset < total; offset += step) {
-    if (signal?.aborted) throw abortError(signal);
-    const length = Math.min(step, total - offset);
-    // A mostly empty 2 TiB disk is a million blocks skipped without I/O: let others run.
-    if (++steps % 4096 === 0) await new Promise(setImmediate);
-    const data = holdsData(offset, length) ? await source.read(offset, length) : undefined;
-    if (data !== undefined && !isZero(data, zeros)) {
-      await target.write(offset, data);
-      written += data.length;
-    } else if (allocate) {
-      await target.write(offset, zeros.subarray(0, length));
+  // Block buffers for reads, reused once their write is done: no fresh 2 MiB (and its page
+  // faults) per block. Writes stay in flight while the next blocks are read.
+  const spare: Buffer[] = [];
+  const inFlight: Array<Promise<void>> = [];
+  const start = async (offset: number, data: Buffer, owned: Buffer | undefined): Promise<void> => {
+    const writing = target.write(offset, data).then(() => {
+      if (owned !== undefined) spare.push(owned);
+    });
+    writing.catch(() => undefined); // awaited below; not an unhandled rejection meanwhile
+    inFlight.push(writing);
+    if (inFlight.length >= MAX_IN_FLIGHT) await inFlight.shift();
+  };
+  try {
+    for (let offset = 0, steps = 0; offset < total; offset += step) {
+      if (signal?.aborted) throw abortError(signal);
+      const length = Math.min(step, total - offset);
+      // A mostly empty 2 TiB disk is a million blocks skipped without I/O: let others run.
+      if (++steps % 4096 === 0) await new Promise(setImmediate);
+      let data: Buffer | undefined;
+      let owned: Buffer | undefined;
+      if (holdsData(offset, length)) {
+        if (source.readInto !== undefined) {
+          owned = spare.pop() ?? Buffer.allocUnsafeSlow(step);
+          await source.readInto(offset, owned, length);
+          data = owned.subarray(0, length);
+        } else {
+          data = await source.read(offset, length);
+        }
+      }
+      if (data !== undefined && !isZero(data, zeros)) {
+        await start(offset, data, owned);
+        written += data.length;
+      } else {
+        if (owned !== undefined) spare.push(owned);
+        if (allocate) await start(offset, zeros.subarray(0, length), undefined);
+      }
+      onProgress?.({ done: offset + length, total });
     }
-    onProgress?.({ done: offset + length, total });
+    while (inFlight.length > 0) await inFlight.shift();
+    return written;
+  } finally {
+    // Never leave writes running into a disk the caller is about to close and remove.
+    await Promise.allSettled(inFlight);
   }
-  return written;
 }
 
 /**
