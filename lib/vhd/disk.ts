@@ -285,7 +285,6 @@ export class VirtualDisk {
           target.deferMetadata();
           const reader = {
             size: source.size,
-            read: (o: number, l: number) => source.read(o, l),
             readInto: (o: number, out: Buffer, l: number) => source.exclusive(() => source.readInto(o, out, 0, l, false)),
           };
           bytesWritten = await copyDisk(reader, (o, l) => source.holdsData(o, l), target, options, type === 'fixed');

@@ -50,22 +50,16 @@ const RENAME_INSTEAD = new Set(['ENOENT', 'EINVAL', 'ENOSYS', 'ENOTSUP', 'EOPNOT
  */
 export async function replaceFile(from: string, to: string): Promise<void> {
   const exchange = exchangeFiles();
-  if (exchange !== null) {
-    let exchanged = false;
-    try {
-      await exchange(from, to);
-      exchanged = true;
-    } catch (err) {
-      if (!RENAME_INSTEAD.has((err as { code?: string }).code ?? '')) throw err;
-    }
-    if (exchanged) {
-      // `to` is the new image now, whatever happens here: a failure to remove the old one
-      // leaves it under the temporary name, as a crash would.
-      await rm(from, { force: true }).catch(() => undefined);
-      return;
-    }
+  if (exchange === null) return rename(from, to);
+  try {
+    await exchange(from, to);
+  } catch (err) {
+    if (RENAME_INSTEAD.has((err as { code?: string }).code ?? '')) return rename(from, to);
+    throw err;
   }
-  await rename(from, to);
+  // `to` is the new image now, whatever happens here: a failure to remove the old one
+  // leaves it under the temporary name, as a crash would.
+  await rm(from, { force: true }).catch(() => undefined);
 }
 
 /** @internal */

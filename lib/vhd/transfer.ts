@@ -71,9 +71,8 @@ export interface DiskReadStreamOptions {
 /** The parts of a disk a copy reads from. */
 interface CopySource {
   readonly size: number;
-  read(offset: number, length: number): Promise<Buffer>;
   /** Reads `length` bytes at `offset` into the start of `out` (a buffer the copy reuses). */
-  readInto?(offset: number, out: Buffer, length: number): Promise<void>;
+  readInto(offset: number, out: Buffer, length: number): Promise<void>;
 }
 
 /** The part of a disk a copy writes to. */
@@ -111,8 +110,33 @@ export async function replaceAtomically(path: string, replace: boolean, op: stri
   }
 }
 
-/** Block writes {@link importInto} keeps in flight. */
+/** Block writes a copy keeps in flight. */
 const MAX_IN_FLIGHT = 4;
+
+/**
+ * The writes a copy has started and not yet awaited (the disk runs them in order), so that
+ * reading the next blocks overlaps writing the last ones, as qemu-img's parallel requests do.
+ */
+class WritesInFlight {
+  private readonly writes: Array<Promise<void>> = [];
+
+  /** Adds `writing`; resolves once there is room for another (rejects if the oldest failed). */
+  async add(writing: Promise<void>): Promise<void> {
+    writing.catch(() => undefined); // awaited later; not an unhandled rejection meanwhile
+    this.writes.push(writing);
+    if (this.writes.length >= MAX_IN_FLIGHT) await this.writes.shift();
+  }
+
+  /** Waits for every write; rejects with the first failure. */
+  async drain(): Promise<void> {
+    while (this.writes.length > 0) await this.writes.shift();
+  }
+
+  /** Waits for every write, failed or not: never leave writes running into a disk about to be closed and removed. */
+  async settle(): Promise<void> {
+    await Promise.allSettled(this.writes);
+  }
+}
 
 /** Whether every byte of `b` is zero (a memcmp against zeros, not a loop in JS). */
 function isZero(b: Buffer, zeros: Buffer): boolean {
@@ -139,46 +163,32 @@ export async function copyDisk(
   // Block buffers for reads, reused once their write is done: no fresh 2 MiB (and its page
   // faults) per block. Writes stay in flight while the next blocks are read.
   const spare: Buffer[] = [];
-  const inFlight: Array<Promise<void>> = [];
-  const start = async (offset: number, data: Buffer, owned: Buffer | undefined): Promise<void> => {
-    const writing = target.write(offset, data).then(() => {
-      if (owned !== undefined) spare.push(owned);
-    });
-    writing.catch(() => undefined); // awaited below; not an unhandled rejection meanwhile
-    inFlight.push(writing);
-    if (inFlight.length >= MAX_IN_FLIGHT) await inFlight.shift();
-  };
+  const inFlight = new WritesInFlight();
   try {
     for (let offset = 0, steps = 0; offset < total; offset += step) {
       if (signal?.aborted) throw abortError(signal);
       const length = Math.min(step, total - offset);
       // A mostly empty 2 TiB disk is a million blocks skipped without I/O: let others run.
       if (++steps % 4096 === 0) await new Promise(setImmediate);
-      let data: Buffer | undefined;
-      let owned: Buffer | undefined;
+      let stored = false;
       if (holdsData(offset, length)) {
-        if (source.readInto !== undefined) {
-          owned = spare.pop() ?? Buffer.allocUnsafeSlow(step);
-          await source.readInto(offset, owned, length);
-          data = owned.subarray(0, length);
-        } else {
-          data = await source.read(offset, length);
+        const buffer = spare.pop() ?? Buffer.allocUnsafeSlow(step);
+        await source.readInto(offset, buffer, length);
+        const data = buffer.subarray(0, length);
+        if (isZero(data, zeros)) spare.push(buffer);
+        else {
+          await inFlight.add(target.write(offset, data).then(() => void spare.push(buffer)));
+          written += length;
+          stored = true;
         }
       }
-      if (data !== undefined && !isZero(data, zeros)) {
-        await start(offset, data, owned);
-        written += data.length;
-      } else {
-        if (owned !== undefined) spare.push(owned);
-        if (allocate) await start(offset, zeros.subarray(0, length), undefined);
-      }
+      if (!stored && allocate) await inFlight.add(target.write(offset, zeros.subarray(0, length)));
       onProgress?.({ done: offset + length, total });
     }
-    while (inFlight.length > 0) await inFlight.shift();
+    await inFlight.drain();
     return written;
   } finally {
-    // Never leave writes running into a disk the caller is about to close and remove.
-    await Promise.allSettled(inFlight);
+    await inFlight.settle();
   }
 }
 
@@ -202,9 +212,7 @@ export async function importInto(
   let stage = Buffer.allocUnsafe(step);
   let filled = 0;
   let offset = 0;
-  // Writes in flight while the next chunks are read (the disk runs them in order): reading
-  // and writing overlap, as qemu-img's parallel requests do.
-  const inFlight: Array<Promise<void>> = [];
+  const inFlight = new WritesInFlight();
   /** Starts writing `data` (unless all zeros); resolves, with that write, once there is room for another. */
   const put = async (data: Buffer): Promise<Promise<void> | undefined> => {
     const zero = isZero(data, zeros);
@@ -213,9 +221,7 @@ export async function importInto(
       // The shared zero block, not the stage buffer, which is reused once written.
       writing = target.write(offset, zero ? zeros.subarray(0, data.length) : data);
       if (!zero) written += data.length;
-      writing.catch(() => undefined); // awaited below; not an unhandled rejection meanwhile
-      inFlight.push(writing);
-      if (inFlight.length >= MAX_IN_FLIGHT) await inFlight.shift();
+      await inFlight.add(writing);
     }
     offset += data.length;
     onProgress?.({ done: offset, total: size });
@@ -255,14 +261,13 @@ export async function importInto(
       if (release !== undefined) void Promise.allSettled(holding).then(() => release(chunk));
     }
     if (filled > 0) await put(stage.subarray(0, filled));
-    while (inFlight.length > 0) await inFlight.shift();
+    await inFlight.drain();
     if (signal?.aborted) throw abortError(signal);
     if (offset !== size) throw new RangeError(`the source ended after ${offset} bytes, ${size} expected`);
     return written;
   } finally {
     signal?.removeEventListener('abort', onAbort);
-    // Never leave writes running into a disk the caller is about to close and remove.
-    await Promise.allSettled(inFlight);
+    await inFlight.settle();
   }
 }
 
