@@ -135,9 +135,12 @@ export class Domain {
   }
 
   /**
-   * Asks the guest to power off (through `control/shutdown`, as `xl shutdown`). With
-   * `wait`, resolves once the domain is gone (or shut down, when its `onPoweroff` is
-   * `preserve`). A paused guest does not react until unpaused.
+   * Asks the guest to power off (through `control/shutdown`, as `xl shutdown`). Without
+   * `wait`, resolves once the guest has taken the request: on the native backend libxl
+   * waits up to 60 s for the guest to acknowledge it, then rejects with
+   * `XEN_ERROR_GUEST_TIMEDOUT`. With `wait`, resolves once the domain is gone (or shut
+   * down, when its `onPoweroff` is `preserve`), and `timeoutMs` bounds the whole wait,
+   * acknowledgement included. A paused guest does not react until unpaused.
    */
   async shutdown(options: ShutdownOptions = {}): Promise<void> {
     const preserve = options.wait ? (await this.config()).onPoweroff === 'preserve' : false;
@@ -145,7 +148,8 @@ export class Domain {
   }
 
   /**
-   * Asks the guest to reboot (as `xl reboot`). With `wait`, resolves once the new instance
+   * Asks the guest to reboot (as `xl reboot`). Without `wait`, resolves once the guest has
+   * taken the request (as {@link shutdown}). With `wait`, resolves once the new instance
    * runs; this object then refers to it (its new {@link domid}).
    */
   async reboot(options: ShutdownOptions = {}): Promise<void> {
@@ -157,6 +161,7 @@ export class Domain {
     if (timeoutMs !== undefined && (!Number.isFinite(timeoutMs) || timeoutMs < 0)) throw new RangeError(`${kind}: timeoutMs must be a non-negative number`);
     if (!wait) return this.run((ts, id) => ts.shutdown(id, kind));
     const ac = new AbortController();
+    let failed: { err: unknown } | undefined; // the request itself, rejected
     const events = this.domains.eventStream({ signal: ac.signal }, () => true);
     const timer = timeoutMs === undefined ? undefined : setTimeout(() => ac.abort(new XenError('XEN_ERROR_GUEST_TIMEDOUT', `XEN_ERROR_GUEST_TIMEDOUT: domain ${this.currentDomid} did not ${kind === 'poweroff' ? 'shut down' : 'reboot'} within ${timeoutMs} ms`, { op: `domain.${kind}`, domid: this.currentDomid })), timeoutMs);
     const onAbort = () => ac.abort(signal?.reason);
@@ -167,7 +172,13 @@ export class Domain {
       await this.domains.toolstack();
       await new Promise((r) => setImmediate(r));
       const domid = this.currentDomid;
-      await this.run((ts, id) => ts.shutdown(id, kind));
+      // libxl settles the request only once the guest acknowledges it (60 s at most): the
+      // events and the timer run meanwhile, so timeoutMs bounds the whole wait, and a
+      // guest that shuts down before the acknowledgement is seen is not waited for twice.
+      this.run((ts, id) => ts.shutdown(id, kind)).catch((err: unknown) => {
+        failed ??= { err };
+        ac.abort(err);
+      });
       for await (const ev of events) {
         if (done(ev, domid)) {
           if (ev.type === 'created') this.currentDomid = ev.domid;
@@ -175,6 +186,7 @@ export class Domain {
         }
       }
     } catch (err) {
+      if (failed !== undefined) throw failed.err;
       if (ac.signal.aborted && ac.signal.reason instanceof XenError) throw ac.signal.reason;
       throw err;
     } finally {

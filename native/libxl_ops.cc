@@ -156,18 +156,21 @@ Napi::Value XlHandle::DestroyDomain(const Napi::CallbackInfo& info) {
 }
 
 // int libxl_domain_shutdown(libxl_ctx *ctx, uint32_t domid, const libxl_asyncop_how *ao_how);
-// (asks the guest through xenstore and returns; watch the domain for its shutdown event)
+// (asks the guest through xenstore; completes once the guest acknowledges the request, or
+// with ERROR_GUEST_TIMEDOUT after libxl's 60 s; watch the domain for its shutdown event).
+// An ao, so that the wait holds no pool thread and closing aborts it.
 Napi::Value XlHandle::ShutdownDomain(const Napi::CallbackInfo& info) {
   uint32_t domid = Domid(info, 0);
-  return Submit(new XlCall(info.Env(), this, "libxl_domain_shutdown", domid, false,
-                           [domid](XlCall& c) -> int { return c.api().libxl_domain_shutdown(c.ctx(), domid, nullptr); }));
+  return Submit(new XlCall(info.Env(), this, "libxl_domain_shutdown", domid, true,
+                           [domid](XlCall& c) -> int { return c.api().libxl_domain_shutdown(c.ctx(), domid, c.how()); }));
 }
 
 // int libxl_domain_reboot(libxl_ctx *ctx, uint32_t domid, const libxl_asyncop_how *ao_how);
+// (an ao like libxl_domain_shutdown: it waits for the guest's acknowledgement)
 Napi::Value XlHandle::RebootDomain(const Napi::CallbackInfo& info) {
   uint32_t domid = Domid(info, 0);
-  return Submit(new XlCall(info.Env(), this, "libxl_domain_reboot", domid, false,
-                           [domid](XlCall& c) -> int { return c.api().libxl_domain_reboot(c.ctx(), domid, nullptr); }));
+  return Submit(new XlCall(info.Env(), this, "libxl_domain_reboot", domid, true,
+                           [domid](XlCall& c) -> int { return c.api().libxl_domain_reboot(c.ctx(), domid, c.how()); }));
 }
 
 // int libxl_domain_pause(libxl_ctx *ctx, uint32_t domid, const libxl_asyncop_how *ao_how);

@@ -14,8 +14,8 @@
 //   npm run test:xen -- test/xen/host.test.ts -t xl   arguments for vitest in dom0
 //
 // Environment: XENODE_XEN_CACHE (default ~/.cache/xenode-xen), XENODE_XEN_TIMEOUT (seconds
-// per boot, default 1800), XENODE_XEN_MEMORY (QEMU -m, default 2G), XENODE_XEN_CPU (QEMU -cpu,
-// default qemu64,+svm,+npt), XENODE_XEN_IOMMU (0: no boot gets an emulated IOMMU and a PCI
+// per boot, default 1200), XENODE_XEN_MEMORY (QEMU -m, default 2G), XENODE_XEN_CPU (QEMU -cpu,
+// default qemu64,+svm,+npt), XENODE_XEN_SMP (CPUs per boot, default 1: see `cpus`), XENODE_XEN_IOMMU (0: no boot gets an emulated IOMMU and a PCI
 // function to pass through, 1: both do; by default the C xenstored one), XENODE_XEN_QEMU_ARGS (more QEMU arguments, split at spaces),
 // XENODE_XEN_ARGS (more of Xen's command line), XENODE_XEN_SERIAL=1
 // (one boot after the other rather than side by side), CI=true (a missing tool fails
@@ -30,7 +30,16 @@ import { fileURLToPath } from 'node:url';
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, '..', '..');
 const cache = process.env.XENODE_XEN_CACHE || join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'xenode-xen');
-const timeoutSeconds = Number(process.env.XENODE_XEN_TIMEOUT || 1800);
+const timeoutSeconds = Number(process.env.XENODE_XEN_TIMEOUT || 1200);
+/**
+ * CPUs per boot (QEMU -smp, and dom0's vCPUs). One: the two boots run side by side on
+ * the host's cores, so a second emulated CPU per boot gets no core of its own. With two
+ * each, four vCPU threads took turns on two cores and the same tests took 3.2 times as
+ * long (899 s against 281 s of test time, the tier 1265 s against 600 s, on a 2-core
+ * machine, 2026-11-24) — most likely Xen and dom0 spinning on locks whose holder's
+ * thread the host had descheduled.
+ */
+const cpus = Number(process.env.XENODE_XEN_SMP || 1);
 const memory = process.env.XENODE_XEN_MEMORY || '2G';
 const dom0Memory = '1024M';
 const inCI = process.env.CI === 'true';
@@ -143,7 +152,7 @@ function warmModuleCache() {
 function qemuArgs(image, share, nodeDir, xenstored) {
   const xenCmdline = [
     'console=com1 com1=115200',
-    `dom0_mem=${dom0Memory},max:${dom0Memory} dom0_max_vcpus=2`,
+    `dom0_mem=${dom0Memory},max:${dom0Memory} dom0_max_vcpus=${cpus}`,
     'loglvl=all guest_loglvl=all',
     process.env.XENODE_XEN_ARGS ?? '',
   ].join(' ').trim();
@@ -154,7 +163,7 @@ function qemuArgs(image, share, nodeDir, xenstored) {
     // +npt gives Xen nested paging (HAP): Debian's Xen is built without shadow paging, so
     // without HAP no HVM/PVH guest runs and no guest can be put in log-dirty mode, which
     // live migration and Remus need. XENODE_XEN_CPU overrides the model.
-    '-cpu', process.env.XENODE_XEN_CPU || 'qemu64,+svm,+npt', '-smp', '2', '-m', memory,
+    '-cpu', process.env.XENODE_XEN_CPU || 'qemu64,+svm,+npt', '-smp', String(cpus), '-m', memory,
     '-nographic', '-no-reboot', '-monitor', 'none', '-serial', 'stdio', '-net', 'none',
     '-kernel', join(image, 'xen'),
     '-append', xenCmdline,

@@ -5,7 +5,7 @@
  */
 import { PassThrough } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
-import { MockHost, connect, type Xen } from '../../lib/index.js';
+import { MockHost, XenError, connect, type Xen } from '../../lib/index.js';
 import { vdevToDevid, normaliseBdf } from '../../lib/mock/devices.js';
 import { decodeImage, encodeImage, XL_SAVE_MAGIC } from '../../lib/mock/save-image.js';
 import { ConsoleRing, CONSOLE_KEEP } from '../../lib/mock/console.js';
@@ -325,5 +325,42 @@ describe('an idle guest', () => {
     expect(() => host.guestIdle(77)).toThrow(expect.objectContaining({ code: 'ESRCH' }));
     expect(() => host.guestIdle(-1)).toThrow(RangeError);
     expect(() => host.guestIdle(1, 'yes' as unknown as boolean)).toThrow(TypeError);
+  });
+});
+
+describe("a shutdown request the guest is slow to acknowledge", () => {
+  // libxl settles libxl_domain_shutdown only once the guest clears control/shutdown (60 s
+  // at most): the toolstack's request stands in for it here, held or refused.
+  async function withRequest(request: () => Promise<void>) {
+    const { xen } = await setup();
+    const dom = await xen.domains.create(web);
+    const ts = await xen.domains.toolstack();
+    const real = ts.shutdown.bind(ts);
+    ts.shutdown = () => request();
+    return { dom, real };
+  }
+
+  it('is bounded by timeoutMs as a whole, acknowledgement included', async () => {
+    const { dom } = await withRequest(() => new Promise<void>(() => undefined));
+    const started = Date.now();
+    await expect(dom.shutdown({ wait: true, timeoutMs: 50 })).rejects.toMatchObject({ code: 'XEN_ERROR_GUEST_TIMEDOUT' });
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect((await dom.info()).state).not.toBe('shutdown');
+  });
+
+  it('rejects the wait with the request’s own error when the toolstack refuses it', async () => {
+    const { dom } = await withRequest(() => Promise.reject(new XenError('XEN_ERROR_GUEST_TIMEDOUT', 'libxl: guest acknowledgement of poweroff request timed out', { op: 'libxl_domain_shutdown' })));
+    await expect(dom.shutdown({ wait: true })).rejects.toMatchObject({ code: 'XEN_ERROR_GUEST_TIMEDOUT', op: 'libxl_domain_shutdown' });
+    await expect(dom.reboot({ wait: true, timeoutMs: 10_000 })).rejects.toMatchObject({ op: 'libxl_domain_shutdown' });
+  });
+
+  it('returns once the domain is gone, whether or not the request has settled', async () => {
+    let settle: () => void = () => undefined;
+    const { dom, real } = await withRequest(async () => {
+      await real(dom.domid, 'poweroff');
+      await new Promise<void>((r) => (settle = r));
+    });
+    await dom.shutdown({ wait: true, timeoutMs: 10_000 });
+    settle();
   });
 });

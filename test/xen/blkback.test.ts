@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Domain, VirtualDisk, type Xen, connect } from '../../lib/index.js';
 import { LineProcess, cliPath, run } from '../helpers/run.js';
-import { guest, waitUntil } from './tier.js';
+import { guest, guestReady, waitUntil, xenstoreRead } from './tier.js';
 
 const NAME = 'xenode-blkback';
 const MiB = 1024 * 1024;
@@ -55,12 +55,7 @@ beforeAll(async () => {
   }
   dom = await xen.domains.create({ name: NAME, type: 'pv', kernel: guest.kernel, ramdisk: guest.ramdisk, cmdline: 'console=hvc0 loglevel=7', memory: 128, vcpus: 1 });
   // The guest's init loads xen-blkfront before it writes data/xenode/ready.
-  await waitUntil(
-    async () => (await run('xenstore-read', [`/local/domain/${dom.domid}/data/xenode/ready`], { timeout: 30_000 })).stdout.trim() === '1',
-    'the guest to boot',
-    120_000,
-    500,
-  );
+  await guestReady(dom.domid, 120_000);
 });
 
 afterAll(async () => {
@@ -101,7 +96,7 @@ describe('xenode block backend on real Xen', () => {
       // A live snapshot asked from this process reaches the command through xenstore.
       expect(await cli.nextLine(300_000)).toMatch(/^xenode blkback: serving .*other\.vhd to xenode-blkback .* as xvdc/);
       const fe = `/local/domain/${dom.domid}/device/vbd/51744`;
-      const state = async () => (await run('xenstore-read', [`${fe}/state`])).stdout.trim();
+      const state = async () => await xenstoreRead(`${fe}/state`);
       await waitUntil(async () => (await state()) === '4', 'the guest’s blkfront to connect to the command', 60_000, 250);
       await waitUntil(async () => count(await console(), /xvdc: xvdc1/) >= 1, 'the guest to report xvdc1', 60_000, 500);
       const far = await dom.snapshotDisk('xvdc', join(dir, 'other-1.vhd'));

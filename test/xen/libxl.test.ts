@@ -11,8 +11,7 @@ import { Worker } from 'node:worker_threads';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { XenError } from '../../lib/errors.js';
 import { LibxlConnection, type LibxlDomainEvent, validateDomainConfigJson } from '../../lib/native/libxl.js';
-import { run } from '../helpers/run.js';
-import { guestDomainJson, guest as tierGuest, onRealXen, waitUntil } from './tier.js';
+import { guestDomainJson, guestReady, guest as tierGuest, onRealXen } from './tier.js';
 import { rejection } from '../helpers/rejection.js';
 
 const enabled = onRealXen;
@@ -120,7 +119,7 @@ describe.skipIf(!enabled)('libxl on real Xen', { timeout: 300_000 }, () => {
     const watch = await conn.watchDomain(domid);
     await conn.unpauseDomain(domid);
     // The guest handles control/shutdown once its kernel is up: wait for its own ready mark.
-    await waitUntil(async () => (await run('xenstore-read', [`/local/domain/${domid}/data/xenode/ready`])).code === 0, 'the guest to be ready', 240_000, 1000);
+    await guestReady(domid, 240_000);
     const shutdown = nextEvent(conn, (e) => e.domid === domid && e.type === 'domain_shutdown');
     await conn.shutdownDomain(domid);
     const s = await shutdown;

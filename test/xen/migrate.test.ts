@@ -19,14 +19,9 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Domain, type MigrationProgress, type Xen, connect } from '../../lib/index.js';
-import { run } from '../helpers/run.js';
 import { streamPair, toolstackConformance } from '../conformance/toolstack-suite.js';
-import { guest, waitUntil } from './tier.js';
+import { guest, guestReady } from './tier.js';
 
-/** Resolves once the guest's init has written data/xenode/ready (its kernel's xenbus is up). */
-async function booted(domid: number): Promise<void> {
-  await waitUntil(async () => (await run('xenstore-read', [`/local/domain/${domid}/data/xenode/ready`], { timeout: 30_000 })).stdout.trim() === '1', `domain ${domid} to boot`, 180_000, 500);
-}
 
 describe('save, restore and migration on real Xen', () => {
   toolstackConformance('native (libxl) on real Xen: save and migration', {
@@ -34,7 +29,7 @@ describe('save, restore and migration on real Xen', () => {
     guestConfig: { type: 'pv', memory: 128, ramdisk: guest.ramdisk, cmdline: 'console=hvc0 quiet' },
     missing: ['hotplug', 'frontends', 'liveSnapshot', 'liveMigration'],
     only: ['save and restore', 'migration'],
-    ready: booted,
+    ready: (domid) => guestReady(domid),
     timeoutMs: 90_000,
     connect: () => connect({ backend: 'native' }),
     cleanup: async () => undefined,
@@ -48,7 +43,7 @@ describe('save, restore and migration on real Xen', () => {
     beforeAll(async () => {
       xen = await connect({ backend: 'native' });
       dom = await xen.domains.create({ name, type: 'pvh', kernel: guest.kernel, ramdisk: guest.ramdisk, cmdline: 'console=hvc0 quiet', memory: 128, vcpus: 1 });
-      await booted(dom.domid);
+      await guestReady(dom.domid);
     }, 300_000);
 
     afterAll(async () => {

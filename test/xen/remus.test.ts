@@ -21,15 +21,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LibxlConnection } from '../../lib/native/libxl.js';
 import { MigrationStreamFollower } from '../helpers/migration-stream.js';
 import { run } from '../helpers/run.js';
-import { guestDomainJson, waitUntil } from './tier.js';
+import { guestDomainJson, guestReady, waitUntil } from './tier.js';
 
 const name = 'xenode-remus';
 const config = guestDomainJson(name, 'pvh');
-
-async function xenstoreRead(path: string): Promise<string | undefined> {
-  const r = await run('xenstore-read', [path]);
-  return r.code === 0 ? r.stdout.trim() : undefined;
-}
 
 describe('Remus in blackhole mode on real Xen', { timeout: 600_000 }, () => {
   let conn: LibxlConnection;
@@ -44,7 +39,7 @@ describe('Remus in blackhole mode on real Xen', { timeout: 600_000 }, () => {
     conn = await LibxlConnection.open();
     conn.on('error', (err) => errors.push(err));
     domid = await conn.createDomain(config);
-    await waitUntil(async () => (await xenstoreRead(`/local/domain/${domid}/data/xenode/ready`)) === '1', 'the guest to boot', 180_000, 500);
+    await guestReady(domid);
   }, 300_000);
 
   afterAll(async () => {

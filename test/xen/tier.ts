@@ -9,6 +9,7 @@
  * on $PATH, XENODE_BACKEND=native, CI=true, and the test guest's files below.
  */
 import { existsSync, readFileSync } from 'node:fs';
+import { type Xen, connect } from '../../lib/index.js';
 import { run, type RunResult } from '../helpers/run.js';
 
 if (process.env.XENODE_XEN_TIER !== '1') {
@@ -95,6 +96,23 @@ export async function waitUntil(check: () => boolean | Promise<boolean>, what: s
     if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, step));
   }
+}
+
+let tierXen: Promise<Xen> | undefined;
+
+/**
+ * Reads a XenStore node through one native connection kept for the test file, or
+ * undefined where the node is absent. For polls: a `xenstore-read` process costs dom0
+ * about a second of CPU under TCG, taken from the guest that is booting beside it.
+ */
+export async function xenstoreRead(path: string): Promise<string | undefined> {
+  tierXen ??= connect({ backend: 'native' });
+  return (await tierXen).xenstore.read(path).catch(() => undefined);
+}
+
+/** Resolves once the test guest's init has written data/xenode/ready (its kernel's xenbus is up). */
+export async function guestReady(domid: number, ms = 180_000): Promise<void> {
+  await waitUntil(async () => (await xenstoreRead(`/local/domain/${domid}/data/xenode/ready`)) === '1', `domain ${domid} to boot`, ms, 250);
 }
 
 /** Always true once this module has loaded (it throws anywhere but the tier's dom0). */

@@ -40,7 +40,7 @@ import { mkdirSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'nod
 import { type Xen, connect } from '../../lib/index.js';
 import { run } from '../helpers/run.js';
 import type { ToolstackSuiteFactory } from '../conformance/toolstack-suite.js';
-import { guest, waitUntil, xl } from './tier.js';
+import { guest, guestReady, xl } from './tier.js';
 
 /** The tier's hotplug script for disks and NICs (scripts/xen/image/dom0-hotplug.c). */
 const hotplug = '/opt/xenode/xenode-hotplug';
@@ -57,7 +57,7 @@ async function sh(file: string, args: readonly string[], timeout = 60_000): Prom
 
 /** Resolves once the guest's init has written data/xenode/ready (its kernel's xenbus is up). */
 export async function booted(domid: number): Promise<void> {
-  await waitUntil(async () => (await run('xenstore-read', [`/local/domain/${domid}/data/xenode/ready`], { timeout: 30_000 })).stdout.trim() === '1', `domain ${domid} to boot`, 120_000, 500);
+  await guestReady(domid, 120_000);
 }
 
 /** Bytes per xenstore node of a disk request's data (hex: 1920 characters, below oxenstored's 2048). */
