@@ -59,13 +59,13 @@ void AddonState::CleanupStep() {
   if (--cleanup_pending_ == 0) napi_remove_async_cleanup_hook(hook_);
 }
 
+// exchangeFiles(a, b): fsops.cc
+Napi::Value ExchangeFiles(const Napi::CallbackInfo& info);
+
 // int pipe2(int pipefd[2], int flags);
 // libxl reads and writes a migration stream on a file descriptor of its own (in its save
 // helper process); JavaScript carries the bytes between that pipe and the user's stream.
 // Both ends close on exec, so no other child inherits them (libxl passes its end on).
-// fsops.cc
-Napi::Value ExchangeFiles(const Napi::CallbackInfo& info);
-
 static Napi::Value MakePipe(const Napi::CallbackInfo& info) {
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) != 0) {

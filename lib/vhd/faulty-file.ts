@@ -104,8 +104,10 @@ export class FaultyFiles implements VhdFiles {
     this.attempted++;
     const what = describe(op, name, args);
     if (this.operations >= this.crashAfter) {
-      if (this.tear && op === 'write' && this.attempted === this.operations + 1) await this.tearWrite(args, run);
-      if (this.tear && op === 'writev' && this.attempted === this.operations + 1) await this.tearWritev(args, run);
+      if (this.tear && this.attempted === this.operations + 1) {
+        if (op === 'write') await this.tearWrite(args, run);
+        else if (op === 'writev') await this.tearWritev(args, run);
+      }
       if (this.mode === 'throw') throw new SimulatedCrash(what, this.attempted);
       // Dropped: report what a successful call would have.
       if (op === 'write') return { bytesWritten: writtenLength(args), buffer: args[0] };
@@ -120,24 +122,16 @@ export class FaultyFiles implements VhdFiles {
   private async tearWrite(args: unknown[], run: () => unknown): Promise<void> {
     const [buf, offset, length, position] = args as [unknown, number | undefined, number | undefined, number | null | undefined];
     if (!(buf instanceof Uint8Array) || typeof position !== 'number') return;
-    const len = length ?? buf.length - (offset ?? 0);
-    const prefix = Math.ceil((position + 1) / 4096) * 4096 - position;
-    if (prefix >= len) return;
-    const saved = args[2];
-    args[2] = prefix;
-    try {
-      await run();
-      this.torn = true;
-    } finally {
-      args[2] = saved;
-    }
+    const prefix = toPageBoundary(position);
+    if (prefix >= (length ?? buf.length - (offset ?? 0))) return;
+    await this.runTorn(args, 2, prefix, run);
   }
 
   /** A torn `writev`: the bytes up to the first 4 KiB boundary of the file reach it, as for {@link tearWrite}. */
   private async tearWritev(args: unknown[], run: () => unknown): Promise<void> {
     const [bufs, position] = args as [Uint8Array[], number | null | undefined];
     if (!Array.isArray(bufs) || typeof position !== 'number') return;
-    let prefix = Math.ceil((position + 1) / 4096) * 4096 - position;
+    let prefix = toPageBoundary(position);
     if (prefix >= vectorLength(args)) return;
     const cut: Uint8Array[] = [];
     for (const b of bufs) {
@@ -145,14 +139,25 @@ export class FaultyFiles implements VhdFiles {
       cut.push(b.subarray(0, Math.min(b.length, prefix)));
       prefix -= b.length;
     }
-    args[0] = cut;
+    await this.runTorn(args, 0, cut, run);
+  }
+
+  /** Runs the call with `args[index]` cut short to `value`, then restores it: only that much reaches the file. */
+  private async runTorn(args: unknown[], index: number, value: unknown, run: () => unknown): Promise<void> {
+    const saved = args[index];
+    args[index] = value;
     try {
       await run();
       this.torn = true;
     } finally {
-      args[0] = bufs;
+      args[index] = saved;
     }
   }
+}
+
+/** Bytes from `position` to the next 4 KiB boundary of the file (a whole page when on one). */
+function toPageBoundary(position: number): number {
+  return Math.ceil((position + 1) / 4096) * 4096 - position;
 }
 
 function vectorLength(args: unknown[]): number {

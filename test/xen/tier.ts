@@ -9,7 +9,7 @@
  * on $PATH, XENODE_BACKEND=native, CI=true, and the test guest's files below.
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { type Xen, connect } from '../../lib/index.js';
+import { type Xen, type XenStore, connect } from '../../lib/index.js';
 import { run, type RunResult } from '../helpers/run.js';
 
 if (process.env.XENODE_XEN_TIER !== '1') {
@@ -101,13 +101,25 @@ export async function waitUntil(check: () => boolean | Promise<boolean>, what: s
 let tierXen: Promise<Xen> | undefined;
 
 /**
- * Reads a XenStore node through one native connection kept for the test file, or
- * undefined where the node is absent. For polls: a `xenstore-read` process costs dom0
- * about a second of CPU under TCG, taken from the guest that is booting beside it.
+ * XenStore through one native connection kept for the test file (opened on first use),
+ * for the tier's helpers: a `xenstore-read` process per poll costs dom0 about a second of
+ * CPU under TCG, taken from the guest that is booting beside it.
  */
-export async function xenstoreRead(path: string): Promise<string | undefined> {
+export async function tierXenStore(): Promise<XenStore> {
   tierXen ??= connect({ backend: 'native' });
-  return (await tierXen).xenstore.read(path).catch(() => undefined);
+  return (await tierXen).xenstore;
+}
+
+/** Closes the connection of {@link tierXenStore}; the next use opens another. */
+export async function closeTierXenStore(): Promise<void> {
+  const xen = tierXen;
+  tierXen = undefined;
+  await (await xen?.catch(() => undefined))?.close();
+}
+
+/** Reads a XenStore node through {@link tierXenStore}, or undefined where it is absent. */
+export async function xenstoreRead(path: string): Promise<string | undefined> {
+  return (await tierXenStore()).read(path).catch(() => undefined);
 }
 
 /** Resolves once the test guest's init has written data/xenode/ready (its kernel's xenbus is up). */

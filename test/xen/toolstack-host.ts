@@ -37,10 +37,10 @@
  *   `live: false` (migrate.test.ts migrates a PVH guest live).
  */
 import { mkdirSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
-import { type Xen, connect } from '../../lib/index.js';
+import { connect } from '../../lib/index.js';
 import { run } from '../helpers/run.js';
 import type { ToolstackSuiteFactory } from '../conformance/toolstack-suite.js';
-import { guest, guestReady, xl } from './tier.js';
+import { closeTierXenStore, guest, guestReady, tierXenStore, xl } from './tier.js';
 
 /** The tier's hotplug script for disks and NICs (scripts/xen/image/dom0-hotplug.c). */
 const hotplug = '/opt/xenode/xenode-hotplug';
@@ -62,7 +62,6 @@ export async function booted(domid: number): Promise<void> {
 
 /** Bytes per xenstore node of a disk request's data (hex: 1920 characters, below oxenstored's 2048). */
 const IO_CHUNK = 960;
-let ioXen: Xen | undefined;
 let ioSeq = 0;
 const ioQueue = new Map<number, Promise<unknown>>();
 
@@ -75,8 +74,7 @@ const ioQueue = new Map<number, Promise<unknown>>();
 function guestDiskIo(domid: number, vdev: string, offset: number, length: number, data?: Buffer): Promise<Buffer> {
   const run = async (): Promise<Buffer> => {
     await booted(domid);
-    ioXen ??= await connect({ backend: 'native' });
-    const xs = ioXen.xenstore;
+    const xs = await tierXenStore();
     const home = `/local/domain/${domid}/data/xenode/disk`;
     const id = `${process.pid}-${++ioSeq}`;
     await xs.remove(`${home}/in`).catch(() => undefined);
@@ -131,8 +129,7 @@ export async function setUpDevices(paths: readonly string[], bridge: boolean): P
 
 /** Undoes {@link setUpDevices}, and closes the connection the guests' disk I/O used. */
 export async function tearDownDevices(): Promise<void> {
-  await ioXen?.close();
-  ioXen = undefined;
+  await closeTierXenStore();
   await run('ip', ['link', 'del', 'xenbr0'], { timeout: 30_000 });
   for (const path of linked.splice(0)) rmSync(path, { force: true });
   for (const loop of loops.splice(0)) await run('losetup', ['-d', loop], { timeout: 30_000 });
